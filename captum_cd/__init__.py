@@ -1,0 +1,23 @@
+r"""captum-cd: contextual decomposition and its family as Captum attribution methods.
+
+- :class:`ContextualDecomposition`: the importance of groups of features and their
+  interactions, for about the cost of a forward pass.
+- :func:`register_rule` and :mod:`captum_cd.rules`: how each torch function decomposes.
+"""
+
+from captum_cd.attr import rules
+from captum_cd.attr.contextual_decomposition import ContextualDecomposition
+from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
+from captum_cd.attr.rules import register_rule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContextualDecomposition",
+    "Decomposition",
+    "DecompositionError",
+    "UnsupportedOperationError",
+    "register_rule",
+    "rules",
+]

@@ -1,0 +1,600 @@
+"""Contextual decomposition (CD) as a Captum attribution method."""
+
+import contextlib
+import functools
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+import torch
+from captum.attr import Attribution
+from captum.log import log_usage
+from torch import nn, Tensor
+
+from captum_cd.attr._captum_compat import (
+    _expand_target,
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+    _select_targets,
+    ExpansionTypes,
+    TargetType,
+    TensorOrTupleOfTensorsGeneric,
+)
+from captum_cd.attr.decomposition import Decomposition, DecompositionContext, decomposition_context
+from captum_cd.attr.errors import call_site, DecompositionError
+
+TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
+ModuleKey = Union[str, nn.Module, type]
+
+# Groups x examples propagated at once when attribute() chooses the chunk size.
+_DEFAULT_ROWS_PER_PASS = 1024
+
+
+class ContextualDecomposition(Attribution):
+    r"""
+    Contextual decomposition (CD) [Murdoch et al. 2018; Singh et al. 2019] splits every
+    activation of a forward pass into the contribution of a group of input features
+    (``relevant``, beta) and everything else (``irrelevant``, gamma: the other features,
+    the biases, and the interactions with them), with ``relevant + irrelevant`` equal to
+    the model's output. It scores *groups* of features, and their interactions, for the
+    cost of about one forward pass: one ordinary pass shared by all groups plus the
+    propagation of the relevant parts of G groups, batched together.
+
+    The decomposition follows the model's own code, torch function by torch function
+    (``F.relu`` in ``forward``, residual ``+``, ``view``, a module used twice, data-
+    dependent control flow), with one rule per function
+    (:mod:`captum_cd.attr.rules`). A function without a rule raises an error naming it
+    and where the model called it; nothing is skipped silently.
+
+    The model is used as it is: its mode, parameters, hooks and flags are left alone.
+    Dropout or batch norm in training mode raise an error (call ``model.eval()``); a
+    model whose output is a softmax raises unless ``stop_at_softmax=True``.
+
+    More details: https://arxiv.org/abs/1801.05453 and https://arxiv.org/abs/1806.05337
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Tensor],
+        layer: Optional[nn.Module] = None,
+        rules: Optional[Dict[Callable, Callable]] = None,
+        module_rules: Optional[Dict[ModuleKey, Union[Callable, Dict[Callable, Callable]]]] = None,
+        stop_at_softmax: bool = False,
+    ) -> None:
+        r"""
+        Args:
+
+            model (nn.Module or Callable): The model (or any function of tensors built
+                        from torch functions) to decompose. It must return one tensor.
+            layer (nn.Module, optional): Start the decomposition at the output of this
+                        module instead of at the inputs: relevant = mask * output of
+                        ``layer``, irrelevant = the rest. Needed for integer inputs
+                        (``layer=model.embedding``) and useful to decompose from an
+                        intermediate feature map. Masks are then shaped like the
+                        layer's output. ``layer`` must run once per forward pass.
+                        Default: None
+            rules (dict, optional): Rules for torch functions that replace the global
+                        ones (:func:`captum_cd.register_rule`) for this model only,
+                        ``{torch function: rule}``.
+                        Default: None
+            module_rules (dict, optional): Rules that apply to one module only. Keys
+                        are a module, a module class (every instance in the model) or
+                        a qualified name (``"encoder.0"``). A value is either a dict of
+                        function rules that hold while that module runs (for example
+                        ``{F.gelu: captum_cd.rules.relu_form}``) or a callable
+                        ``rule(module, *args, **kwargs)`` that replaces the module's
+                        forward for decomposed inputs and returns its output (a
+                        :class:`~captum_cd.Decomposition`).
+                        Default: None
+            stop_at_softmax (bool, optional): CD is defined on logits. If True and the
+                        model's output is a softmax or log-softmax of decomposed
+                        logits, those logits are decomposed instead (so
+                        ``relevant + irrelevant`` equals the logits). If False, such a
+                        model raises an error that says so.
+                        Default: False
+        """
+        super().__init__(model)
+        self.layer = layer
+        self.rules = dict(rules or {})
+        self.module_rules = dict(module_rules or {})
+        self.stop_at_softmax = stop_at_softmax
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        # Scores are contributions to the output, like DeepLift's multiplied version.
+        return True
+
+    def has_convergence_delta(self) -> bool:
+        return False
+
+    def attribute_future(self) -> None:
+        r"""
+        This method is not implemented for ContextualDecomposition.
+        """
+        raise NotImplementedError("attribute_future is not implemented for ContextualDecomposition")
+
+    # ------------------------------------------------------------------ decompose
+
+    def decompose(
+        self,
+        inputs: TensorOrTuple,
+        masks: TensorOrTuple,
+        additional_forward_args: Optional[object] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        r"""
+        Decomposes the model's output for G feature groups in one batched pass.
+
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input of the model, batch first,
+                        shape ``(B, *features)``. Several inputs as a tuple.
+            masks (Tensor or tuple[Tensor, ...]): One feature group per row: shape
+                        ``(G, *features)`` (shared by the batch) or ``(G, B, *features)``
+                        (per example); dimensions of size 1 broadcast (``(G, 1, H, W)``
+                        over colour channels). 1 marks the group's features; values in
+                        between scale the feature's share. With a tuple of inputs, a
+                        tuple of masks with the same G. With ``layer``, masks are over
+                        the layer's output instead.
+            additional_forward_args (Any, optional): Further arguments of the model,
+                        passed after the inputs and never decomposed.
+                        Default: None
+
+        Returns:
+            2-element tuple of **relevant**, **irrelevant**:
+            - **relevant** (*Tensor*): the contribution of each group, shape
+              ``(G, B, *output_shape)``.
+            - **irrelevant** (*Tensor*): everything else, same shape;
+              ``relevant + irrelevant`` equals ``model(inputs)`` up to rounding.
+
+        With grad enabled the autograd graph is kept (training through CD, as the CDEP
+        regulariser does); under ``torch.no_grad()`` nothing is kept.
+
+        Examples::
+
+            >>> cd = ContextualDecomposition(net)
+            >>> masks = torch.zeros(2, 1, 28, 28)
+            >>> masks[0, :, :14], masks[1, :, 14:] = 1, 1   # top and bottom halves
+            >>> relevant, irrelevant = cd.decompose(images, masks)
+            >>> relevant.shape   # (2 groups, batch, 10 classes)
+        """
+        out = self.forward_decomposition(inputs, masks, additional_forward_args)
+        rel = out.rel
+        return rel, out.full - rel
+
+    def forward_decomposition(
+        self,
+        inputs: TensorOrTuple,
+        masks: TensorOrTuple,
+        additional_forward_args: Optional[object] = None,
+        training: str = "error",
+    ) -> Decomposition:
+        r"""
+        Like :meth:`decompose`, but returns the output as a
+        :class:`~captum_cd.Decomposition`: ``.full`` is the model's ordinary output
+        (so a training step can use it for its loss too) and ``.rel`` the relevant parts.
+
+        Args:
+
+            training (str, optional): What a training-mode batch norm or dropout does:
+                        ``"error"`` refuses (attribution), ``"batch"`` decomposes with
+                        the batch statistics of the ordinary pass and one dropout mask
+                        for both parts (training through CD).
+                        Default: "error"
+        """
+        inputs = _format_tensor_into_tuples(inputs)
+        masks = _format_tensor_into_tuples(masks)
+        args = _format_additional_forward_args(additional_forward_args) or ()
+        model = self.forward_func if isinstance(self.forward_func, nn.Module) else None
+        _check_inputs(inputs, decomposed=self.layer is None, model=model)
+        context = DecompositionContext(
+            model=model, training=training, stop_at_softmax=self.stop_at_softmax, rules=self.rules
+        )
+        with decomposition_context(context), self._module_rules_installed(context):
+            if self.layer is None:
+                masks = _check_masks(masks, inputs, "inputs")
+                decomposed = tuple(Decomposition(x, m * x) for x, m in zip(inputs, masks))
+                out = self.forward_func(*decomposed, *args)
+            else:
+                with _decompose_at(self.layer, masks) as calls:
+                    out = self.forward_func(*inputs, *args)
+                if calls != [1]:
+                    raise DecompositionError(
+                        f"layer {type(self.layer).__name__} ran {calls[0]} times in the forward "
+                        "pass; the decomposition starts at its output, so it must run exactly once."
+                    )
+        return _output_decomposition(out, context)
+
+    # ------------------------------------------------------------------ attribute
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        target: TargetType = None,
+        additional_forward_args: Optional[object] = None,
+        feature_mask: Union[None, Tensor, Tuple[Tensor, ...]] = None,
+        groups_per_pass: Optional[int] = None,
+    ) -> TensorOrTupleOfTensorsGeneric:
+        r"""
+        Each feature receives the CD score of its group: the relevant part of the
+        target output when the group alone is decomposed.
+
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which attributions are
+                        computed; dimension 0 is the batch. With ``layer``, the model's
+                        inputs (attributions are then over the layer's output).
+            target (int, tuple, Tensor, or list, optional): Output indices for which
+                        the scores are returned, in any of Captum's forms: an int or
+                        tuple for every example, or a tensor or list with one entry
+                        per example. The selected output must be one number per
+                        example. Default: None (the output is one number per example)
+            additional_forward_args (Any, optional): Further arguments of the model,
+                        not decomposed. Default: None
+            feature_mask (Tensor or tuple[Tensor, ...], optional): Integer group ids,
+                        as in Captum's FeatureAblation: shaped like the input or
+                        broadcastable to it, with a first dimension of 1 (shared) or
+                        the batch size. Features with the same id (across the inputs
+                        of a tuple, too) form one group. Default: None (every scalar
+                        feature is its own group)
+            groups_per_pass (int, optional): How many groups go through one batched
+                        pass; bounds memory. Default: None (as many as keep groups
+                        times batch size at most 1024)
+
+        Returns:
+            *Tensor* or *tuple[Tensor, ...]* of **attributions**: shaped like
+            ``inputs`` (like the layer's output with ``layer``).
+
+        Examples::
+
+            >>> cd = ContextualDecomposition(net)
+            >>> # 4x4 blocks of a 28x28 image as groups
+            >>> ids = torch.arange(49).view(7, 7).repeat_interleave(4, 0).repeat_interleave(4, 1)
+            >>> attr = cd.attribute(images, target=labels, feature_mask=ids[None, None])
+        """
+        is_tuple = _is_tuple(inputs)
+        inputs = _format_tensor_into_tuples(inputs)
+        shapes = self._feature_shapes(inputs, additional_forward_args)
+        batch = inputs[0].shape[0]
+        device = inputs[0].device
+        if feature_mask is None:
+            n_groups, group_masks, assign = _one_hot_groups(shapes, batch, device)
+        else:
+            ids = tuple(m.to(device) for m in _format_tensor_into_tuples(feature_mask))
+            n_groups, group_masks, assign = _groups_from_ids(ids, shapes, batch)
+        per_pass = groups_per_pass or max(1, _DEFAULT_ROWS_PER_PASS // max(batch, 1))
+        scores = []
+        with torch.no_grad():
+            for start in range(0, n_groups, per_pass):
+                masks = group_masks(start, min(start + per_pass, n_groups))
+                out = self.forward_decomposition(inputs, masks, additional_forward_args)
+                scores.append(target_scores(out.rel, out.full, target))
+        attributions = assign(torch.cat(scores, dim=0))
+        return _format_output(is_tuple, attributions)
+
+    def interactions(
+        self,
+        inputs: TensorOrTuple,
+        masks_a: TensorOrTuple,
+        masks_b: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Optional[object] = None,
+    ) -> Tensor:
+        r"""
+        The interaction of pairs of feature groups, ``CD(A u B) - CD(A) - CD(B)``, for
+        P pairs in one batched pass of 3P groups.
+
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): As in :meth:`decompose`.
+            masks_a (Tensor or tuple[Tensor, ...]): The first group of each pair, as
+                        masks in :meth:`decompose` (P rows).
+            masks_b (Tensor or tuple[Tensor, ...]): The second group of each pair.
+            target (int, tuple, Tensor, or list, optional): As in :meth:`attribute`.
+                        Default: None (the whole output)
+            additional_forward_args (Any, optional): As in :meth:`decompose`.
+
+        Returns:
+            *Tensor* of **interactions**: shape ``(P, B)`` with a target,
+            ``(P, B, *output_shape)`` without.
+        """
+        masks_a, masks_b = _format_tensor_into_tuples(masks_a), _format_tensor_into_tuples(masks_b)
+        pairs = masks_a[0].shape[0]
+        stacked = []
+        for a, b in zip(masks_a, masks_b):
+            a, b = torch.broadcast_tensors(a.to(torch.float64), b.to(torch.float64))
+            stacked.append(torch.cat([torch.maximum(a, b), a, b]))
+        out = self.forward_decomposition(inputs, tuple(stacked), additional_forward_args)
+        scores = out.rel if target is None else target_scores(out.rel, out.full, target)
+        union, alone_a, alone_b = scores.split(pairs)
+        return union - alone_a - alone_b
+
+    # ------------------------------------------------------------------ internals
+
+    def _feature_shapes(self, inputs: Tuple[Tensor, ...], additional_forward_args) -> List[torch.Size]:
+        """Shapes of what is decomposed, batch included (the layer's output with ``layer``)."""
+        if self.layer is None:
+            return [x.shape for x in inputs]
+        shapes: List[torch.Size] = []
+        hook = self.layer.register_forward_hook(lambda m, a, out: shapes.append(out.shape))
+        try:
+            with torch.no_grad():
+                self.forward_func(*inputs, *(_format_additional_forward_args(additional_forward_args) or ()))
+        finally:
+            hook.remove()
+        return shapes[:1]
+
+    @contextlib.contextmanager
+    def _module_rules_installed(self, context: DecompositionContext) -> Iterator[None]:
+        """Installs ``module_rules`` for one forward pass and removes them after, also on error."""
+        if not self.module_rules:
+            yield
+            return
+        model = self.forward_func
+        if not isinstance(model, nn.Module):
+            raise DecompositionError("module_rules need the model to be an nn.Module.")
+        undo: List[Callable[[], None]] = []
+        try:
+            for module, rule in _resolve_module_rules(model, self.module_rules):
+                if isinstance(rule, dict):
+                    undo.append(module.register_forward_pre_hook(lambda m, a, r=rule: context.scoped_rules.append(r)).remove)
+                    undo.append(module.register_forward_hook(lambda m, a, o: context.scoped_rules.pop()).remove)
+                else:
+                    undo.append(_replace_forward(module, rule))
+            yield
+        finally:
+            for step in reversed(undo):
+                step()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[nn.Module]) -> None:
+    for i, x in enumerate(inputs):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input {i} is a {type(x).__name__}; inputs must be tensors.")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError(f"input {i} contains NaN or infinite values; CD of such an input is undefined.")
+        if decomposed and not x.is_floating_point():
+            raise TypeError(
+                f"input {i} has dtype {x.dtype}; only floating-point inputs can be decomposed. "
+                "For token ids pass layer=model.<embedding> to start after the embedding."
+            )
+    param = next((p for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
+    x = next((x for x in inputs if x.is_floating_point()), None)
+    if param is not None and x is not None:
+        if param.device != x.device:
+            raise ValueError(
+                f"the inputs are on {x.device} but the model's parameters are on {param.device}; "
+                "move one to the other (model.to(device) or inputs.to(device))."
+            )
+        if decomposed and param.dtype != x.dtype:
+            raise ValueError(
+                f"the inputs are {x.dtype} but the model's parameters are {param.dtype}; "
+                "convert one (inputs.to(dtype) or model.to(dtype))."
+            )
+
+
+def _check_masks(masks: Tuple[Tensor, ...], targets: Tuple[Tensor, ...], what: str) -> Tuple[Tensor, ...]:
+    """Validates masks against what they decompose and shapes them ``(G, B or 1, *features)``."""
+    if len(masks) != len(targets):
+        raise ValueError(f"got {len(masks)} masks for {len(targets)} {what}; give one mask per input.")
+    groups = {m.shape[0] if m.ndim else None for m in masks}
+    if len(groups) != 1 or None in groups:
+        raise ValueError(f"every mask needs the same number of groups G in dimension 0; got shapes {[tuple(m.shape) for m in masks]}.")
+    shaped = []
+    for i, (m, x) in enumerate(zip(masks, targets)):
+        if not isinstance(m, Tensor):
+            raise TypeError(f"mask {i} is a {type(m).__name__}; masks must be tensors.")
+        if m.device != x.device:
+            raise ValueError(f"mask {i} is on {m.device} but its input is on {x.device}; put them on one device.")
+        if m.ndim == x.ndim:  # (G, *features): shared by the batch
+            m = m.unsqueeze(1)
+        features_ok = m.ndim == x.ndim + 1 and all(a in (1, b) for a, b in zip(m.shape[1:], x.shape))
+        if not features_ok:
+            raise ValueError(
+                f"mask {i} has shape {tuple(masks[i].shape)}, which does not fit {what} of shape "
+                f"{tuple(x.shape)}: expected (G, *{tuple(x.shape[1:])}) for groups shared by the "
+                f"batch or (G, {x.shape[0]}, *{tuple(x.shape[1:])}) per example (dimensions of "
+                "size 1 broadcast)."
+            )
+        m = m.to(x.dtype)
+        if not torch.isfinite(m).all():
+            raise ValueError(f"mask {i} contains NaN or infinite values.")
+        shaped.append(m)
+    return tuple(shaped)
+
+
+@contextlib.contextmanager
+def _decompose_at(layer: nn.Module, masks: Tuple[Tensor, ...]) -> Iterator[List[int]]:
+    calls = [0]
+
+    def start_here(module, args, output):
+        calls[0] += 1
+        if not isinstance(output, Tensor) or not output.is_floating_point():
+            raise DecompositionError(
+                f"layer {type(module).__name__} returns {type(output).__name__}; the "
+                "decomposition can start only at a module that returns one floating-point tensor."
+            )
+        (mask,) = _check_masks(masks, (output,), "the layer's output")
+        return Decomposition(output, mask * output)
+
+    handle = layer.register_forward_hook(start_here)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def _output_decomposition(out: Any, context: DecompositionContext) -> Decomposition:
+    if isinstance(out, Decomposition):
+        return out
+    if isinstance(out, Tensor) and id(out) in context.softmax_outputs:
+        logits, _, frame = context.softmax_outputs[id(out)]
+        if context.stop_at_softmax:
+            return logits
+        raise DecompositionError(
+            "the model's output is a softmax of its logits (called in "
+            f"{call_site(context.model, frame)}). CD is defined on logits: return the "
+            "logits, or pass stop_at_softmax=True to decompose the logits the softmax receives."
+        )
+    if not isinstance(out, Tensor):
+        raise DecompositionError(
+            f"the model returned a {type(out).__name__}; CD needs one output tensor. Wrap the "
+            "model so it returns the tensor to explain (e.g. lambda x: model(x)[0])."
+        )
+    cut = "" if not context.softmax_outputs else (
+        " A softmax of decomposed values was used as a constant on the way (attention "
+        "weights are); if it was the prediction, return the logits instead."
+    )
+    raise DecompositionError(
+        "the model's output does not depend on the decomposed input: every path from it "
+        "went through functions whose results are constants (comparisons, argmax, ...)." + cut
+    )
+
+
+def target_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
+    """Selects the target from ``rel`` of shape ``(G, B, *out)``: one score per group and
+    example, shape ``(G, B)``, with any of Captum's target forms."""
+    groups, batch = rel.shape[:2]
+    _check_target(target, full)
+    if target is None:
+        selected = rel
+    else:
+        selected = _select_targets(rel.flatten(0, 1), _expand_target(target, groups, ExpansionTypes.repeat))
+        selected = selected.view(groups, batch, *selected.shape[1:])
+    if selected.shape[2:].numel() != 1:
+        raise ValueError(
+            f"the selected output has shape {tuple(selected.shape[2:])} per example; choose one "
+            "number per example with target (an int or a tuple of output indices)."
+        )
+    return selected.reshape(groups, batch)
+
+
+def _check_target(target: TargetType, full: Tensor) -> None:
+    if target is None:
+        return
+    if full.ndim < 2:
+        raise ValueError(f"a target selects an output column, but the output has shape {tuple(full.shape)}.")
+    if isinstance(target, Tensor):
+        if target.numel() > 1 and (target.ndim != 1 or target.numel() != full.shape[0]):
+            raise ValueError(f"a target tensor needs one entry per example ({full.shape[0]}); got shape {tuple(target.shape)}.")
+        values = target.flatten().tolist()
+    elif isinstance(target, list):
+        if len(target) != full.shape[0]:
+            raise ValueError(f"a target list needs one entry per example ({full.shape[0]}); got {len(target)}.")
+        values = target
+    else:
+        values = [target]
+    for value in values:
+        index = value if isinstance(value, tuple) else (value,)
+        if len(index) > full.ndim - 1:
+            raise ValueError(f"target {value} has more indices than the output's dimensions {tuple(full.shape[1:])}.")
+        for i, size in zip(index, full.shape[1:]):
+            if not -size <= i < size:
+                raise ValueError(f"target {value} is out of range for a model output of shape {tuple(full.shape)}.")
+
+
+# The two group builders below return (number of groups, build(start, stop) -> the masks
+# of groups [start, stop), assign(scores (G, B)) -> attributions shaped like the inputs):
+# masks are built a chunk at a time so memory stays bounded.
+
+
+def _one_hot_groups(shapes: List[torch.Size], batch: int, device: torch.device):
+    """Every scalar feature its own group, numbered across the inputs in order."""
+    sizes = [int(torch.Size(s[1:]).numel()) for s in shapes]
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+
+    def build(start: int, stop: int) -> Tuple[Tensor, ...]:
+        masks = []
+        for shape, size, offset in zip(shapes, sizes, offsets):
+            rows = torch.arange(start, stop, device=device) - offset
+            m = torch.zeros(stop - start, size, device=device)
+            inside = (rows >= 0) & (rows < size)
+            m[inside.nonzero().squeeze(1), rows[inside]] = 1.0
+            masks.append(m.view(stop - start, *shape[1:]))
+        return tuple(masks)
+
+    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, B) -> per input (B, *features)
+        per_input = scores.t().split(sizes, dim=1)
+        return tuple(s.reshape(batch, *shape[1:]) for s, shape in zip(per_input, shapes))
+
+    return sum(sizes), build, assign
+
+
+def _groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: int):
+    """Groups from Captum-style feature masks of integer ids, shared across the inputs."""
+    if len(ids) != len(shapes):
+        raise ValueError(f"got {len(ids)} feature masks for {len(shapes)} inputs.")
+    for i, (m, shape) in enumerate(zip(ids, shapes)):
+        fits = m.ndim == len(shape) and m.shape[0] in (1, batch) and all(a in (1, b) for a, b in zip(m.shape[1:], shape[1:]))
+        if not fits:
+            raise ValueError(
+                f"feature_mask {i} has shape {tuple(m.shape)}, which does not broadcast to the "
+                f"input's shape {tuple(shape)} with a first dimension of 1 or {batch}."
+            )
+        if m.is_floating_point():
+            raise TypeError(f"feature_mask {i} must hold integer group ids, not {m.dtype}.")
+    values = torch.unique(torch.cat([m.flatten() for m in ids]))
+    index = [torch.searchsorted(values, m) for m in ids]  # group number of every feature
+
+    def build(start: int, stop: int) -> Tuple[Tensor, ...]:
+        groups = torch.arange(start, stop, device=values.device)
+        masks = []
+        for idx in index:
+            one_hot = idx.unsqueeze(0) == groups.view(-1, *([1] * idx.ndim))  # (g, 1 or B, ...)
+            masks.append(one_hot.squeeze(1) if idx.shape[0] == 1 else one_hot)
+        return tuple(masks)
+
+    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, B) -> per input (B, *features)
+        out = []
+        for idx, shape in zip(index, shapes):
+            full_idx = idx.to(scores.device).expand(batch, *shape[1:]).reshape(batch, -1)
+            out.append(scores.t().gather(1, full_idx).view(shape))
+        return tuple(out)
+
+    return len(values), build, assign
+
+
+def _resolve_module_rules(model: nn.Module, module_rules: Dict[ModuleKey, Any]):
+    named = dict(model.named_modules())
+    for key, rule in module_rules.items():
+        if isinstance(key, str):
+            if key not in named:
+                raise ValueError(f"module_rules: the model has no module named '{key}'.")
+            yield named[key], rule
+        elif isinstance(key, type):
+            matches = [m for m in model.modules() if isinstance(m, key)]
+            if not matches:
+                raise ValueError(f"module_rules: the model has no module of type {key.__name__}.")
+            for m in matches:
+                yield m, rule
+        elif isinstance(key, nn.Module):
+            if not any(m is key for m in model.modules()):
+                raise ValueError(f"module_rules: {type(key).__name__} is not a module of the model.")
+            yield key, rule
+        else:
+            raise TypeError(f"module_rules keys are modules, module classes or names; got {key!r}.")
+
+
+def _replace_forward(module: nn.Module, rule: Callable) -> Callable[[], None]:
+    """Replaces ``module.forward`` by ``rule`` for decomposed inputs; returns the undo."""
+    had_own = "forward" in module.__dict__
+    original = module.forward
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        if any(isinstance(a, Decomposition) for a in list(args) + list(kwargs.values())):
+            return rule(module, *args, **kwargs)
+        return original(*args, **kwargs)
+
+    module.forward = forward
+
+    def undo() -> None:
+        if had_own:
+            module.forward = original
+        else:
+            del module.forward
+
+    return undo

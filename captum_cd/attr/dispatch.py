@@ -1,0 +1,68 @@
+"""From a torch function call on a Decomposition to the rule that answers it."""
+
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+from captum_cd.attr.decomposition import Decomposition, DecompositionContext, current_context
+from captum_cd.attr.errors import (
+    DecompositionError,
+    UnsupportedOperationError,
+    call_site,
+    function_name,
+)
+from captum_cd.attr.rules.registry import RULES, Rule, out_of_place
+
+
+def find_rule(func: Callable, context: DecompositionContext) -> Optional[Rule]:
+    """Module-scoped rules first (innermost module wins), then the model's, then the global."""
+    for table in reversed(context.scoped_rules):
+        if func in table:
+            return table[func]
+    return context.rules.get(func) or RULES.get(func)
+
+
+def _is_property_getter(func: Callable) -> bool:
+    return getattr(func, "__name__", "") == "__get__" and hasattr(func, "__self__")
+
+
+def dispatch(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
+    context = current_context()
+    base = out_of_place(func, kwargs)
+    rule = find_rule(base or func, context)
+    if rule is None:
+        if _is_property_getter(func):  # metadata (shape, dtype, ...): read off the full
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(args[0].full)
+        raise UnsupportedOperationError(_unsupported_message(func, context))
+    with torch._C.DisableTorchFunctionSubclass():
+        try:
+            if base is None:
+                return rule(func, args, kwargs)
+            result = rule(base, args, {**kwargs, "inplace": False} if "inplace" in kwargs else kwargs)
+        except DecompositionError as error:
+            if getattr(error, "located", False):
+                raise
+            located = type(error)(f"{error}\n  (called in {call_site(context.model)})")
+            located.located = True
+            raise located from None
+    target = args[0]
+    if not isinstance(target, Decomposition) or not isinstance(result, Decomposition):
+        raise DecompositionError(
+            f"{function_name(func)} writes a decomposed value in place into a tensor that "
+            f"is not decomposed (called in {call_site(context.model)}); write it out of "
+            "place (y = x + d instead of x += d)."
+        )
+    return target._assign(result)
+
+
+def _unsupported_message(func: Callable, context: DecompositionContext) -> str:
+    name = function_name(func)
+    return (
+        f"contextual decomposition has no rule for {name}, called in "
+        f"{call_site(context.model)}. Operations are never skipped silently: register a "
+        f"rule with captum_cd.register_rule({name}, rule) for every model, or "
+        f"ContextualDecomposition(model, rules={{{name}: rule}}) for this one; "
+        "captum_cd.attr.rules has the families to reuse (linear, relu_form, "
+        "shapley_activation, ...)."
+    )

@@ -1,0 +1,45 @@
+r"""The rules of contextual decomposition, one family a file.
+
+================  ==============================================================
+family            what it covers
+================  ==============================================================
+affine            Linear, ConvNd, ConvTransposeNd: bias split by magnitude
+activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest)
+pooling           max pooling and max/min along a dim: winners from the full
+normalization     BatchNorm (eval), LayerNorm, GroupNorm, InstanceNorm, RMSNorm
+stochastic        dropout (identity in eval mode)
+arithmetic        constants (added: a bias; multiplied: linear), residual sums
+structural        view, cat, indexing, padding, average pooling, sums, matmul, ...
+passthrough       metadata, comparisons, factories, softmax: computed on the full
+================  ==============================================================
+
+:func:`register_rule` adds or replaces a rule for a torch function. The family rules
+below are public so a user can reuse them for their own functions, e.g.
+``register_rule(my_gelu_variant, shapley_activation)``.
+"""
+
+from captum_cd.attr.rules import (  # noqa: F401  (importing registers the rules)
+    activations,
+    affine,
+    arithmetic,
+    normalization,
+    passthrough,
+    pooling,
+    stochastic,
+    structural,
+)
+from captum_cd.attr.rules.activations import relu_form, shapley_activation
+from captum_cd.attr.rules.affine import affine as affine_map
+from captum_cd.attr.rules.passthrough import on_full
+from captum_cd.attr.rules.registry import RULES, register_rule
+from captum_cd.attr.rules.structural import vmapped as linear
+
+__all__ = [
+    "RULES",
+    "register_rule",
+    "relu_form",
+    "shapley_activation",
+    "affine_map",
+    "linear",
+    "on_full",
+]

@@ -1,0 +1,141 @@
+r"""Elementwise activations, in two forms (METHODS.md section 1).
+
+ReLU form, for piecewise-linear ``f`` with ``f(0) = 0`` (ReLU, LeakyReLU, ReLU6,
+Hardtanh, PReLU, abs, shrinkage, a clamp around 0):
+``beta' = f(beta)``, ``gamma' = f(beta + gamma) - f(beta)``.
+
+Shapley form, for every other elementwise ``f`` (sigmoid, tanh, GELU, SiLU, ELU,
+softplus, ...): the two-player Shapley value of the relevant part,
+``beta' = 1/2 [f(beta) - f(0) + f(beta + gamma) - f(gamma)]``, and
+``gamma' = f(beta + gamma) - beta'``: the constant ``f(0)`` goes to the irrelevant part.
+We follow the CD papers for both choices; the Shapley form is exact for linear ``f`` and
+symmetric in the two parts.
+
+Both run lazily (see :mod:`captum_cd.attr.decomposition`), so a max pool that follows
+runs them on the pooled elements only.
+"""
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from captum_cd.attr.decomposition import pending_decomposition
+from captum_cd.attr.errors import DecompositionError, function_name
+from captum_cd.attr.rules._util import argument, fulls, is_dec
+from captum_cd.attr.rules.registry import register_rule
+
+T = torch.Tensor
+
+RELU_FORM = [
+    F.relu, torch.relu, T.relu,
+    F.leaky_relu, F.relu6, torch._C._nn.relu6, F.hardtanh,
+    F.hardshrink, torch.hardshrink, T.hardshrink, F.softshrink,
+    torch.abs, T.abs, torch.absolute, T.absolute, T.__abs__,
+]  # fmt: skip
+
+SHAPLEY_FORM = [
+    torch.sigmoid, T.sigmoid, F.sigmoid,
+    torch.tanh, T.tanh, F.tanh,
+    F.gelu, F.silu, F.elu, F.selu, torch.selu, F.celu, torch.celu, F.softplus, F.mish,
+    F.hardswish, F.hardsigmoid, F.logsigmoid, F.softsign, F.tanhshrink,
+    torch.exp, T.exp, torch.expm1, T.expm1, torch.erf, T.erf, torch.special.erf,
+    torch.sin, T.sin, torch.cos, T.cos, torch.atan, T.atan, torch.arctan, T.arctan,
+    torch.square, T.square, torch.sinh, T.sinh, torch.asinh, T.asinh,
+]  # fmt: skip
+
+CLAMP = [torch.clamp, T.clamp, torch.clip, T.clip]
+POWER = [torch.pow, T.pow, T.__pow__]
+LEAKY = [F.prelu, F.rrelu]
+
+
+def _elementwise(func, args, kwargs):
+    """``(x, f)``: the decomposed input and ``f`` with the call's other arguments bound."""
+    x = args[0] if args else kwargs.pop("input")
+    if not is_dec(x) or any(is_dec(a) for a in list(args[1:]) + list(kwargs.values())):
+        raise DecompositionError(
+            f"{function_name(func)}: only the first argument may be decomposed."
+        )
+    rest, kw = args[1:], {k: v for k, v in kwargs.items() if k != "input"}
+    return x, functools.partial(_call, func, rest, kw)
+
+
+def _call(func, rest, kwargs, value):
+    return func(value, *rest, **kwargs)
+
+
+def _relu_step(rel, f):
+    return f(rel)
+
+
+def _shapley_step(rel, z, out, f, f0):
+    return 0.5 * (f(rel) - f0 + out - f(z - rel))
+
+
+def relu_form(func, args, kwargs):
+    """Rule for piecewise-linear activations with ``f(0) = 0``: ``beta' = f(beta)``."""
+    x, f = _elementwise(func, args, kwargs)
+    return pending_decomposition(f(x.full), x, functools.partial(_relu_step, f=f))
+
+
+def shapley_activation(func, args, kwargs):
+    """Rule for any elementwise function: the two-player Shapley form (module docstring)."""
+    x, f = _elementwise(func, args, kwargs)
+    out = f(x.full)
+    f0 = f(x.full.new_zeros(()))
+    return pending_decomposition(out, x, functools.partial(_shapley_step, f=f, f0=f0), x.full, out)
+
+
+def clamp(func, args, kwargs):
+    """Clamping to ``[min, max]`` is a ReLU-form activation when the range holds 0."""
+    lo, hi = argument(args, kwargs, 1, "min"), argument(args, kwargs, 2, "max")
+    holds_zero = all(b is None or (isinstance(b, (int, float)) and s * b >= 0) for b, s in ((lo, -1), (hi, 1)))
+    if holds_zero:
+        return relu_form(func, args, kwargs)
+    if is_dec(lo) or is_dec(hi):
+        raise DecompositionError(f"{function_name(func)}: decomposed bounds have no rule.")
+    return shapley_activation(func, args, kwargs)
+
+
+def power(func, args, kwargs):
+    """``x ** n`` for a non-negative integer n: Shapley form (``f(0)`` must be finite)."""
+    exponent = argument(args, kwargs, 1, "exponent")
+    if not (isinstance(exponent, (int, float)) and float(exponent).is_integer() and exponent >= 0):
+        raise DecompositionError(
+            f"{function_name(func)}: only a decomposed base with a constant non-negative "
+            f"integer exponent has a rule (got exponent {exponent!r})."
+        )
+    return shapley_activation(func, args, kwargs)
+
+
+def leaky(func, args, kwargs):
+    """PReLU (per-channel slope) and RReLU in eval mode (the mean slope): ReLU form."""
+    x = args[0]
+    if func is F.rrelu:
+        lower, upper = argument(args, kwargs, 1, "lower", 1.0 / 8), argument(args, kwargs, 2, "upper", 1.0 / 3)
+        if argument(args, kwargs, 3, "training", False):
+            raise DecompositionError("F.rrelu in training mode draws random slopes; call model.eval().")
+        slope = (lower + upper) / 2
+        return relu_form(F.leaky_relu, (x, slope), {})
+    weight = argument(args, kwargs, 1, "weight")
+    if weight.numel() > 1:  # one slope per channel (dimension 1 of the full activation)
+        weight = weight.view(-1, *([1] * (x.full.ndim - 2)))
+    step = functools.partial(_prelu_step, weight=weight)
+    return pending_decomposition(func(*fulls(args), **fulls(kwargs)), x, step)
+
+
+def _prelu_step(rel, weight):
+    return torch.where(rel >= 0, rel, weight * rel)
+
+
+def hardtanh(func, args, kwargs):
+    lo, hi = argument(args, kwargs, 1, "min_val", -1.0), argument(args, kwargs, 2, "max_val", 1.0)
+    return (relu_form if lo <= 0 <= hi else shapley_activation)(func, args, kwargs)
+
+
+register_rule(RELU_FORM, relu_form)
+register_rule(SHAPLEY_FORM, shapley_activation)
+register_rule(CLAMP, clamp)
+register_rule(POWER, power)
+register_rule(LEAKY, leaky)
+register_rule(F.hardtanh, hardtanh)

@@ -1,0 +1,54 @@
+r"""Affine maps ``W z + b``: Linear, ConvNd and ConvTransposeNd.
+
+``beta' = W beta + b |W beta| / (|W beta| + |W gamma|)``: the weight applies to both
+parts and the bias is split per output element in proportion to the magnitudes
+(METHODS.md section 1). The full output is the ordinary call, so ``W gamma`` comes free
+as ``out - b - W beta``: one extra bias-free call on the G relevant parts, nothing more.
+"""
+
+import torch.nn.functional as F
+
+from captum_cd.attr.decomposition import Decomposition, pending_decomposition
+from captum_cd.attr.errors import DecompositionError, function_name
+from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, replace_argument, split_bias
+from captum_cd.attr.rules.registry import register_rule
+
+# function -> number of spatial dimensions (0 for linear: any leading dimensions work)
+AFFINE = {
+    F.linear: 0,
+    F.conv1d: 1,
+    F.conv2d: 2,
+    F.conv3d: 3,
+    F.conv_transpose1d: 1,
+    F.conv_transpose2d: 2,
+    F.conv_transpose3d: 3,
+}
+
+
+def affine(func, args, kwargs):
+    x, weight = argument(args, kwargs, 0, "input"), argument(args, kwargs, 1, "weight")
+    bias = argument(args, kwargs, 2, "bias")
+    if not is_dec(x) or is_dec(weight) or is_dec(bias):
+        raise DecompositionError(
+            f"{function_name(func)}: only the input may be decomposed; a decomposed weight "
+            "or bias is a product of two decomposed values, which has no affine rule."
+        )
+    out = func(*fulls(args), **fulls(kwargs))
+    rest_args, rest_kwargs = replace_argument(args, kwargs, 2, "bias", None)
+    rest_args, rest_kwargs = rest_args[1:], {k: v for k, v in rest_kwargs.items() if k != "input"}
+
+    spatial = AFFINE[func]
+    u = batched(
+        lambda r: func(r, *rest_args, **rest_kwargs),
+        x.rel,
+        full_ndim=x.full.ndim,
+        batched_ndim=spatial + 2 if spatial else x.full.ndim,
+    )
+    if bias is None:
+        return Decomposition(out, u)
+    if spatial:
+        bias = bias.view(-1, *([1] * spatial))
+    return pending_decomposition(out, u, split_bias, out, bias)
+
+
+register_rule(AFFINE, affine)

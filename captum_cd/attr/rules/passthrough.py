@@ -1,0 +1,71 @@
+r"""Functions whose result is not decomposed: computed from the full activation alone.
+
+- Metadata (``size``, ``dim``, ``dtype``, ``len``, ``item``, ``bool``, ...): shape
+  queries and data-dependent control flow see the real activation.
+- Comparisons and indices (``x > 0``, ``argmax``, ``isnan``, ...) and tensors made
+  like it (``zeros_like``, ``x.new_ones``): constants, as far as the decomposition goes.
+- Softmax: probabilities computed from the full activation are constant weights, which
+  is how the CD-T work treats attention (``softmax(q k^T) @ v`` decomposes through ``v``).
+  A model whose *output* is a softmax is caught at the end of the forward pass, where
+  the logits it came from are known: CD is defined on logits (METHODS.md section 1).
+"""
+
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from captum_cd.attr.decomposition import current_context
+from captum_cd.attr.rules._util import fulls, is_dec
+from captum_cd.attr.rules.registry import register_rule
+
+T = torch.Tensor
+
+METADATA = [
+    T.size, T.dim, T.numel, T.nelement, T.__len__, T.stride, T.is_contiguous, T.element_size,
+    T.is_floating_point, T.is_complex, T.get_device, T.data_ptr, T.storage_offset,
+    T.item, T.tolist, T.numpy, T.__array__, T.__bool__, T.__int__, T.__float__, T.__index__,
+    T.__format__, T.__reduce_ex__, T.dim_order, T.untyped_storage,
+]  # fmt: skip
+COMPARISONS = [
+    torch.eq, T.eq, T.__eq__, torch.ne, T.ne, T.__ne__, torch.lt, T.lt, T.__lt__,
+    torch.le, T.le, T.__le__, torch.gt, T.gt, T.__gt__, torch.ge, T.ge, T.__ge__,
+    torch.greater, torch.less, torch.isnan, T.isnan, torch.isinf, T.isinf, torch.isfinite,
+    T.isfinite, torch.isclose, T.isclose, torch.allclose, T.allclose, torch.equal, T.equal,
+    torch.any, T.any, torch.all, T.all, torch.argmax, T.argmax, torch.argmin, T.argmin,
+    torch.argsort, T.argsort, torch.sign, T.sign, torch.signbit, T.signbit, torch.nonzero,
+    T.nonzero, torch.count_nonzero, T.count_nonzero, torch.logical_not, T.logical_not,
+    torch.logical_and, T.logical_and, torch.logical_or, T.logical_or, torch.unique, T.unique,
+    torch.isin, torch.norm, T.norm, torch.linalg.vector_norm,
+]  # fmt: skip
+FACTORIES = [
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
+    torch.randn_like, torch.randint_like, T.new_zeros, T.new_ones, T.new_empty, T.new_full,
+    T.new_tensor,
+]  # fmt: skip
+SOFTMAX = [F.softmax, torch.softmax, T.softmax, F.log_softmax, torch.log_softmax, T.log_softmax, F.softmin]
+
+
+def on_full(func, args, kwargs):
+    """The function of the full activations; nothing of it is decomposed."""
+    return func(*fulls(args), **fulls(kwargs))
+
+
+def object_hash(func, args, kwargs):
+    return id(args[0])
+
+
+def softmax(func, args, kwargs):
+    """Constant weights from the full activation; remembered in case it is the output."""
+    out = on_full(func, args, kwargs)
+    logits = next((a for a in args if is_dec(a)), None)
+    context = current_context()
+    if logits is not None:
+        # The frame, not its description: the stack is described only if this is an error.
+        context.softmax_outputs[id(out)] = (logits, out, sys._getframe())
+    return out
+
+
+register_rule(METADATA + COMPARISONS + FACTORIES, on_full)
+register_rule(T.__hash__, object_hash)
+register_rule(SOFTMAX, softmax)

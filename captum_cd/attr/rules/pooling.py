@@ -1,0 +1,109 @@
+r"""Pooling and selection: which element wins is decided by the full activation.
+
+Max pooling takes its winners from ``beta + gamma`` (the ordinary forward) and gathers the
+relevant part at them: any dimensionality, padding, dilation, ``ceil_mode``, adaptive;
+one ``gather`` for all groups, examples and channels. The same holds for ``max``/``min``
+along a dimension and ``amax``/``amin``.
+
+Elementwise work still pending on the input (bias split, activation) commutes with the
+gather, so it is gathered along and runs on the pooled elements only.
+
+Average pooling is linear: see :mod:`captum_cd.attr.rules.structural`.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.errors import DecompositionError, function_name
+from captum_cd.attr.rules._util import argument, is_dec
+from captum_cd.attr.rules.registry import register_rule
+
+# function -> (the variant that returns indices, spatial dims, position of return_indices)
+MAX_POOL = {
+    F.max_pool1d: (F.max_pool1d_with_indices, 1, 6),
+    F.max_pool2d: (F.max_pool2d_with_indices, 2, 6),
+    F.max_pool3d: (F.max_pool3d_with_indices, 3, 6),
+    F.max_pool1d_with_indices: (F.max_pool1d_with_indices, 1, 6),
+    F.max_pool2d_with_indices: (F.max_pool2d_with_indices, 2, 6),
+    F.max_pool3d_with_indices: (F.max_pool3d_with_indices, 3, 6),
+    F.adaptive_max_pool1d: (F.adaptive_max_pool1d_with_indices, 1, 2),
+    F.adaptive_max_pool2d: (F.adaptive_max_pool2d_with_indices, 2, 2),
+    F.adaptive_max_pool3d: (F.adaptive_max_pool3d_with_indices, 3, 2),
+    F.adaptive_max_pool1d_with_indices: (F.adaptive_max_pool1d_with_indices, 1, 2),
+    F.adaptive_max_pool2d_with_indices: (F.adaptive_max_pool2d_with_indices, 2, 2),
+    F.adaptive_max_pool3d_with_indices: (F.adaptive_max_pool3d_with_indices, 3, 2),
+}
+
+T = torch.Tensor
+SELECT_ALONG_DIM = [torch.max, T.max, torch.min, T.min, torch.amax, T.amax, torch.amin, T.amin]
+
+
+def gather_at(values: Tensor, indices: Tensor, full_shape: torch.Size, n: int) -> Tensor:
+    """Gathers ``values`` at flat indices over the last ``n`` dims of ``full_shape``.
+
+    ``values`` broadcasts against ``full_shape`` and may have an extra leading group
+    dimension. A tensor constant over those dims (a per-channel bias) needs no gather.
+    """
+    if values.ndim < n or all(s == 1 for s in values.shape[-n:]):
+        return values
+    lead = values.shape[: values.ndim - len(full_shape)]
+    flat = values.expand(*lead, *full_shape).flatten(-n)
+    index = indices.flatten(-n).expand(*flat.shape[:-1], -1)
+    return flat.gather(-1, index).view(*flat.shape[:-1], *indices.shape[-n:])
+
+
+def max_pool(func, args, kwargs):
+    x = args[0] if args else kwargs["input"]
+    with_indices, n, flag_position = MAX_POOL[func]
+    wants_indices = argument(args, kwargs, flag_position, "return_indices", False)
+    if "with_indices" in func.__name__:
+        wants_indices = True
+    plain_args = tuple(a for i, a in enumerate(args) if i != flag_position)
+    plain_kwargs = {k: v for k, v in kwargs.items() if k not in ("return_indices", "input")}
+    out, indices = with_indices(x.full, *plain_args[1:], **plain_kwargs)
+    shape = x.full.shape
+    # Gather the unmaterialised relevant part and the pending steps' context, then keep
+    # the steps pending: they run on the pooled elements.
+    pending = tuple(
+        (step, tuple(gather_at(c, indices, shape, n) for c in context)) for step, context in x._pending
+    )
+    pooled = Decomposition(out, gather_at(x._rel, indices, shape, n), pending)
+    return (pooled, indices) if wants_indices else pooled
+
+
+def select_along_dim(func, args, kwargs):
+    """``max``/``min`` along a dimension and ``amax``/``amin``: gather at the full's winners."""
+    x = args[0] if args else kwargs["input"]
+    dim = argument(args, kwargs, 1, "dim")
+    if dim is None or is_dec(dim) or isinstance(dim, Tensor):
+        raise DecompositionError(
+            f"{function_name(func)} of a decomposed tensor needs a dimension (a global "
+            "max of a decomposed value, or the elementwise max of two values, has no rule)."
+        )
+    keepdim = argument(args, kwargs, 2, "keepdim", False)
+    name = func.__name__.lstrip("a")
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    dims = [d % x.full.ndim for d in dims]
+    # Move the reduced dims last and flatten them, so one argmax serves amax over tuples too.
+    kept = [d for d in range(x.full.ndim) if d not in dims]
+    full = x.full.permute(*kept, *dims).flatten(len(kept))
+    rel = x.rel.permute(0, *[d + 1 for d in kept], *[d + 1 for d in dims]).flatten(len(kept) + 1)
+    index = (full.argmax if name == "max" else full.argmin)(-1, keepdim=True)
+    values_full = full.gather(-1, index)
+    values_rel = rel.gather(-1, index.expand(rel.shape[0], *index.shape))
+    if keepdim:
+        shape = [1 if d in dims else s for d, s in enumerate(x.full.shape)]
+        values_full, values_rel = values_full.view(shape), values_rel.view(rel.shape[0], *shape)
+    else:
+        values_full, values_rel = values_full.squeeze(-1), values_rel.squeeze(-1)
+    values = Decomposition(values_full, values_rel)
+    if func in (torch.amax, T.amax, torch.amin, T.amin):
+        return values
+    indices = index.squeeze(-1) if not keepdim else index.view(values_full.shape)
+    return torch.return_types.max((values, indices)) if name == "max" else torch.return_types.min((values, indices))
+
+
+register_rule(MAX_POOL, max_pool)
+register_rule(SELECT_ALONG_DIM, select_along_dim)
