@@ -336,9 +336,10 @@ class ContextualDecomposition(Attribution):
         undo: List[Callable[[], None]] = []
         try:
             for module, rule in _resolve_module_rules(model, self.module_rules):
-                if isinstance(rule, dict):
-                    undo.append(module.register_forward_pre_hook(lambda m, a, r=rule: context.scoped_rules.append(r)).remove)
-                    undo.append(module.register_forward_hook(lambda m, a, o: context.scoped_rules.pop()).remove)
+                if isinstance(rule, dict):  # hooks that return None change nothing
+                    enter = module.register_forward_pre_hook(lambda m, a, r=rule: context.scoped_rules.append(r))
+                    leave = module.register_forward_hook(lambda m, a, o: context.scoped_rules.pop() and None)
+                    undo += [enter.remove, leave.remove]
                 else:
                     undo.append(_replace_forward(module, rule))
             yield

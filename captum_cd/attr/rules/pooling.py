@@ -46,7 +46,7 @@ def gather_at(values: Tensor, indices: Tensor, full_shape: torch.Size, n: int) -
     ``values`` broadcasts against ``full_shape`` and may have an extra leading group
     dimension. A tensor constant over those dims (a per-channel bias) needs no gather.
     """
-    if values.ndim < n or all(s == 1 for s in values.shape[-n:]):
+    if not isinstance(values, Tensor) or values.ndim < n or all(s == 1 for s in values.shape[-n:]):
         return values
     lead = values.shape[: values.ndim - len(full_shape)]
     flat = values.expand(*lead, *full_shape).flatten(-n)

@@ -1,0 +1,57 @@
+"""An independent, straight-line contextual decomposition of ``nn.Sequential`` models.
+
+Written from METHODS.md section 1 and kept deliberately naive: beta and gamma are
+propagated separately (never ``gamma = z - beta``), biases are read off ``layer(0)`` as
+the original code does, and max pooling gathers with Python loops over examples and
+channels. Tests compare the library against it.
+"""
+
+import torch
+from torch import nn
+
+EPS = 1e-20
+AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+RELU_FORM = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh)
+SHAPLEY_FORM = (nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Mish)
+LINEAR = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+def split_bias(u, v, bias):
+    pu, pv = u.abs() + EPS, v.abs() + EPS
+    return u + bias * pu / (pu + pv), v + bias * pv / (pu + pv)
+
+
+def gather_loops(t, indices):
+    """The original's unpool: one Python loop over examples and channels."""
+    out = torch.empty(indices.shape, dtype=t.dtype)
+    for i in range(indices.shape[0]):
+        for j in range(indices.shape[1]):
+            out[i, j] = t[i, j].flatten()[indices[i, j].flatten()].reshape(indices.shape[2:])
+    return out
+
+
+def reference_cd(model: nn.Sequential, x: torch.Tensor, mask: torch.Tensor):
+    """(beta, gamma) at the output for one group ``mask`` (broadcast against ``x``)."""
+    beta, gamma = mask * x, (1 - mask) * x
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, AFFINE + BATCHNORM):
+                bias = layer(torch.zeros_like(beta))
+                beta, gamma = split_bias(layer(beta) - bias, layer(gamma) - bias, bias)
+            elif isinstance(layer, RELU_FORM):
+                beta, gamma = layer(beta), layer(beta + gamma) - layer(beta)
+            elif isinstance(layer, SHAPLEY_FORM):
+                f, f0 = layer, layer(torch.zeros(()))
+                both = f(beta + gamma)
+                beta, gamma = (0.5 * (f(beta) - f0 + both - f(gamma)), 0.5 * (f(gamma) - f0 + both - f(beta)) + f0)
+            elif isinstance(layer, MAXPOOL):
+                pool = type(layer)(layer.kernel_size, layer.stride, layer.padding, layer.dilation, return_indices=True, ceil_mode=layer.ceil_mode)
+                _, indices = pool(beta + gamma)
+                beta, gamma = gather_loops(beta, indices), gather_loops(gamma, indices)
+            elif isinstance(layer, LINEAR):
+                beta, gamma = layer(beta), layer(gamma)
+            else:
+                raise NotImplementedError(type(layer).__name__)
+    return beta, gamma

@@ -1,0 +1,144 @@
+"""The library equals independent computations: a straight-line CD written in the tests,
+the original ``acd`` package (0.0.2), and hand-derived small cases."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from captum_cd import ContextualDecomposition
+from reference_cd import reference_cd
+
+
+def lenet(channels=1):
+    return nn.Sequential(
+        nn.Conv2d(channels, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10),
+    ).eval()  # fmt: skip
+
+
+SEQUENTIAL_MODELS = {
+    "lenet": (lenet, (2, 1, 28, 28)),
+    "bn-tanh-avgpool": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.LeakyReLU(0.1), nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
+            nn.Flatten(), nn.Dropout(0.5), nn.Linear(4 * 2 * 2, 6), nn.GELU(), nn.Linear(6, 3),
+        ),
+        (3, 3, 10, 10),
+    ),
+    "mlp-smooth": (
+        lambda: nn.Sequential(
+            nn.Linear(7, 9), nn.Sigmoid(), nn.Linear(9, 9), nn.SiLU(), nn.Linear(9, 9), nn.ELU(),
+            nn.Linear(9, 5), nn.Softplus(), nn.Linear(5, 5), nn.ReLU6(), nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Hardtanh(), nn.Linear(4, 2),
+        ),
+        (5, 7),
+    ),
+    "conv1d": (
+        lambda: nn.Sequential(nn.Conv1d(2, 3, 3), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(3, 3, 3, dilation=2), nn.Mish(), nn.AvgPool1d(2), nn.Flatten(), nn.Linear(3, 2)),
+        (4, 2, 16),
+    ),
+    "transposed": (
+        lambda: nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.ConvTranspose2d(3, 2, 3, stride=2, output_padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(8, 3)),
+        (2, 1, 9, 9),
+    ),
+}  # fmt: skip
+
+
+def _randomize_batchnorm(model):
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", SEQUENTIAL_MODELS)
+def test_equals_straight_line_reference(name):
+    build, shape = SEQUENTIAL_MODELS[name]
+    model = _randomize_batchnorm(build())
+    x = torch.randn(shape)
+    masks = (torch.rand(3, *shape[1:]) > 0.5).float()
+    rel, irrel = ContextualDecomposition(model).decompose(x, masks)
+    for g in range(3):
+        beta, gamma = reference_cd(model, x, masks[g])
+        torch.testing.assert_close(rel[g], beta, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(irrel[g], gamma, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rel + irrel, model(x).expand_as(rel), atol=1e-5, rtol=1e-5)
+
+
+def test_equals_original_acd_package():
+    acd = pytest.importorskip("acd")
+    model = lenet()
+    x = torch.randn(1, 1, 28, 28)
+    cd = ContextualDecomposition(model)
+    for seed in range(3):
+        mask = (torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(seed)) > 0.7).float()
+        # acd.cd calls model.eval() and model.to(device): give it a copy.
+        beta, gamma = acd.cd(x, copy.deepcopy(model), mask=mask.numpy(), device="cpu")
+        rel, irrel = cd.decompose(x, mask[None])
+        torch.testing.assert_close(rel[0], beta.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(irrel[0], gamma.detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_hand_derived_linear_relu():
+    # f(x) = relu(W x + b) then a sum; x = (1, 2), group = {x0}.
+    lin = nn.Linear(2, 2)
+    lin.weight.data = torch.tensor([[1.0, -1.0], [2.0, 1.0]])
+    lin.bias.data = torch.tensor([3.0, -1.0])
+    model = nn.Sequential(lin, nn.ReLU()).eval()
+    rel, irrel = ContextualDecomposition(model).decompose(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0]]))
+    # Unit 0: u = 1, v = -2, b = 3 -> beta = 1 + 3 * 1/3 = 2, gamma = -2 + 3 * 2/3 = 0;
+    #         relu: beta' = 2, gamma' = relu(2) - 2 = 0.
+    # Unit 1: u = 2, v = 2, b = -1 -> beta = 2 - 0.5 = 1.5, gamma = 1.5;
+    #         relu: beta' = 1.5, gamma' = relu(3) - 1.5 = 1.5.
+    torch.testing.assert_close(rel[0, 0], torch.tensor([2.0, 1.5]))
+    torch.testing.assert_close(irrel[0, 0], torch.tensor([0.0, 1.5]))
+
+
+def test_hand_derived_bias_with_nothing_to_split_is_halved():
+    # Both parts zero before the bias: the original's 1e-20 makes the split 50/50.
+    lin = nn.Linear(1, 1)
+    lin.weight.data.fill_(2.0)
+    lin.bias.data.fill_(4.0)
+    rel, irrel = ContextualDecomposition(lin).decompose(torch.zeros(1, 1), torch.ones(1, 1))
+    assert rel.item() == 2.0 and irrel.item() == 2.0
+
+
+def test_hand_derived_shapley_tanh():
+    # tanh of beta = 1, gamma = 2: beta' = (tanh 1 - 0 + tanh 3 - tanh 2) / 2.
+    x, mask = torch.tensor([[3.0]]), torch.tensor([[1.0 / 3.0]])
+    rel, irrel = ContextualDecomposition(nn.Tanh()).decompose(x, mask)
+    t = torch.tanh
+    expected = 0.5 * (t(torch.tensor(1.0)) + t(torch.tensor(3.0)) - t(torch.tensor(2.0)))
+    torch.testing.assert_close(rel[0, 0, 0], expected)
+    torch.testing.assert_close(irrel[0, 0, 0], t(torch.tensor(3.0)) - expected)
+
+
+def test_hand_derived_sigmoid_gives_f0_to_irrelevant():
+    # sigmoid(0) = 1/2 goes to gamma: an empty group has relevance 0 exactly.
+    rel, irrel = ContextualDecomposition(nn.Sigmoid()).decompose(torch.tensor([[0.7, -1.2]]), torch.zeros(1, 2))
+    assert torch.equal(rel, torch.zeros_like(rel))
+    torch.testing.assert_close(irrel[0], torch.sigmoid(torch.tensor([[0.7, -1.2]])))
+
+
+def test_hand_derived_max_pool_takes_winners_from_full():
+    # Full = (1, 5, 2, 0): window winner is index 1 even though beta is larger at index 0.
+    x = torch.tensor([[[1.0, 5.0, 2.0, 0.0]]])
+    mask = torch.tensor([[[1.0, 0.0, 1.0, 0.0]]])
+    rel, irrel = ContextualDecomposition(nn.MaxPool1d(2)).decompose(x, mask)
+    torch.testing.assert_close(rel[0], torch.tensor([[[0.0, 2.0]]]))
+    torch.testing.assert_close(irrel[0], torch.tensor([[[5.0, 0.0]]]))
+
+
+def test_batchnorm_splits_shift_50_50_when_both_parts_are_zero():
+    bn = nn.BatchNorm1d(1).eval()
+    bn.running_mean.fill_(1.0)  # shift = -1 * weight / sqrt(var + eps)
+    rel, irrel = ContextualDecomposition(bn).decompose(torch.zeros(1, 1), torch.ones(1, 1))
+    expected = -0.5 / (1 + bn.eps) ** 0.5
+    torch.testing.assert_close(rel.squeeze(), torch.tensor(expected))
+    torch.testing.assert_close(irrel.squeeze(), torch.tensor(expected))
