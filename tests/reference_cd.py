@@ -43,7 +43,7 @@ def reference_cd(model: nn.Sequential, x: torch.Tensor, mask: torch.Tensor):
             elif isinstance(layer, RELU_FORM):
                 beta, gamma = layer(beta), layer(beta + gamma) - layer(beta)
             elif isinstance(layer, SHAPLEY_FORM):
-                f, f0 = layer, layer(torch.zeros(()))
+                f, f0 = layer, layer(torch.zeros((), dtype=beta.dtype))
                 both = f(beta + gamma)
                 beta, gamma = (0.5 * (f(beta) - f0 + both - f(gamma)), 0.5 * (f(gamma) - f0 + both - f(beta)) + f0)
             elif isinstance(layer, MAXPOOL):

@@ -44,5 +44,5 @@ def test_random_stacks_equal_reference_and_are_complete(seed, data):
     torch.testing.assert_close(rel + irrel, model(x).expand_as(rel), atol=1e-10, rtol=1e-10)
     for g in range(2):
         beta, gamma = reference_cd(model, x, masks[g])
-        torch.testing.assert_close(rel[g], beta, atol=1e-8, rtol=1e-7)
-        torch.testing.assert_close(irrel[g], gamma, atol=1e-8, rtol=1e-7)
+        torch.testing.assert_close(rel[g], beta, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(irrel[g], gamma, atol=1e-9, rtol=1e-9)
