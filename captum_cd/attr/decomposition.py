@@ -93,6 +93,11 @@ def apply_pending(rel: Tensor, pending: Sequence[Pending]) -> Tensor:
     return rel
 
 
+# Elementwise steps wait for the next op (so a max pool can run them on its winners only).
+# False runs them at once; the speed benchmark measures the difference.
+LAZY_ELEMENTWISE = True
+
+
 def pending_decomposition(
     full: Tensor, base: Decomposition | Tensor, step: Callable[..., Tensor], *context: Tensor
 ) -> Decomposition:
@@ -101,6 +106,8 @@ def pending_decomposition(
     ``base`` is either the input Decomposition of an elementwise op (its pending chain is
     extended without materialising it) or an already computed rel tensor.
     """
+    if not LAZY_ELEMENTWISE:
+        return Decomposition(full, step(base.rel if isinstance(base, Decomposition) else base, *context))
     if isinstance(base, Decomposition):
         return Decomposition(full, base._rel, base._pending + ((step, context),))
     return Decomposition(full, base, ((step, context),))
