@@ -5,7 +5,7 @@ import time
 from typing import Callable, Dict
 
 
-def median_times(cases: Dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> Dict[str, float]:
+def median_times(cases: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Dict[str, float]:
     """Median wall time of each case, the cases interleaved so drift hits them alike."""
     for fn in cases.values():
         for _ in range(warmup):

@@ -1,0 +1,35 @@
+"""The demo, the tutorials and the benchmarks run end to end (quick modes)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, timeout=300):
+    result = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_demo(tmp_path):
+    out = run("examples/demo.py", "--out", str(tmp_path))
+    assert "test accuracy" in out and (tmp_path / "demo.png").stat().st_size > 0
+
+
+def test_tutorial_cd_vs_captum(tmp_path):
+    out = run("tutorials/01_cd_vs_captum.py", "--quick", "--out", str(tmp_path))
+    for name in ("CD", "IntegratedGradients", "DeepLift", "GradientShap", "FeatureAblation"):
+        assert name in out
+    assert (tmp_path / "tutorial01_pixels.png").exists() and (tmp_path / "tutorial01_groups.png").exists()
+
+
+def test_speed_benchmark_quick():
+    out = run("benchmarks/cd_speed.py", "--quick")
+    assert "A: 1 group, batch 64" in out and "B: 64 groups, 1 image" in out
