@@ -9,6 +9,7 @@ from captum_cd.attr import rules
 from captum_cd.attr.contextual_decomposition import ContextualDecomposition
 from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
+from captum_cd.attr.masks import grid_ids, ids_to_masks, token_masks
 from captum_cd.attr.rules import register_rule
 
 __version__ = "0.1.0"
@@ -18,6 +19,9 @@ __all__ = [
     "Decomposition",
     "DecompositionError",
     "UnsupportedOperationError",
+    "grid_ids",
+    "ids_to_masks",
     "register_rule",
     "rules",
+    "token_masks",
 ]

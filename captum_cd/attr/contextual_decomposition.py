@@ -390,6 +390,8 @@ def _check_masks(masks: Tuple[Tensor, ...], targets: Tuple[Tensor, ...], what: s
             raise TypeError(f"mask {i} is a {type(m).__name__}; masks must be tensors.")
         if m.device != x.device:
             raise ValueError(f"mask {i} is on {m.device} but its input is on {x.device}; put them on one device.")
+        if m.ndim < x.ndim:  # trailing feature dimensions left out broadcast: (G, T) over (B, T, E)
+            m = m.reshape(*m.shape, *([1] * (x.ndim - m.ndim)))
         if m.ndim == x.ndim:  # (G, *features): shared by the batch
             m = m.unsqueeze(1)
         features_ok = m.ndim == x.ndim + 1 and all(a in (1, b) for a, b in zip(m.shape[1:], x.shape))
@@ -528,6 +530,7 @@ def _groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: i
     """Groups from Captum-style feature masks of integer ids, shared across the inputs."""
     if len(ids) != len(shapes):
         raise ValueError(f"got {len(ids)} feature masks for {len(shapes)} inputs.")
+    ids = tuple(m.reshape(*m.shape, *([1] * (len(s) - m.ndim))) if m.ndim < len(s) else m for m, s in zip(ids, shapes))
     for i, (m, shape) in enumerate(zip(ids, shapes)):
         fits = m.ndim == len(shape) and m.shape[0] in (1, batch) and all(a in (1, b) for a, b in zip(m.shape[1:], shape[1:]))
         if not fits:

@@ -11,6 +11,8 @@ stochastic        dropout (identity in eval mode)
 arithmetic        constants (added: a bias; multiplied: linear), residual sums
 structural        view, cat, indexing, padding, average pooling, sums, matmul, ...
 passthrough       metadata, comparisons, factories, softmax: computed on the full
+recurrent         LSTM (three players, bias first), GRU (derived alike), plain RNN
+attention         probabilities from the full activation, applied to decomposed values
 ================  ==============================================================
 
 :func:`register_rule` adds or replaces a rule for a torch function. The family rules
@@ -21,10 +23,12 @@ below are public so a user can reuse them for their own functions, e.g.
 from captum_cd.attr.rules import (  # noqa: F401  (importing registers the rules)
     activations,
     affine,
+    attention,
     arithmetic,
     normalization,
     passthrough,
     pooling,
+    recurrent,
     stochastic,
     structural,
 )

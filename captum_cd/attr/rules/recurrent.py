@@ -1,0 +1,244 @@
+r"""Recurrent layers: LSTM (Murdoch et al. 2018), a GRU rule derived the same way, and
+plain RNNs. ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (any number of layers, bidirectional,
+``batch_first``, given initial states, ``proj_size``) and the cells used in a user's
+own loop (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``).
+
+**LSTM** (METHODS.md section 1; the original ``acd.cd_text``). At step t each gate
+pre-activation (input i, candidate g, forget f) has three players:
+``rel = W_i x_beta + W_h h_beta``, ``irrel = W_i x_gamma + W_h h_gamma`` and
+``bias = b_ih + b_hh``. A gate nonlinearity is linearised over them with the bias
+first: ``L_rel = 1/2 [act(rel + bias) - act(bias) + act(rel + irrel + bias) -
+act(irrel + bias)]``, ``L_irrel`` symmetric, ``L_bias = act(bias)``. Then::
+
+    c_beta  = I_rel (G_rel + G_bias) + I_bias G_rel + p I_bias G_bias + (F_rel + F_bias) c_beta(t-1)
+    c_gamma = everything else  (= c - c_beta)
+    h_beta  = o * 1/2 [tanh(c_beta) + tanh(c) - tanh(c_gamma)],   o = sigmoid(full pre-activation)
+
+The output gate is not decomposed. ``p`` is the share of step t's input that is
+relevant, ``|x_beta| / (|x_beta| + |x_gamma|)`` (L1 over features): 1 for a word of the
+phrase and 0 for any other word when the decomposition starts at the embedding, which is
+``cd_text``'s rule with the bias-times-bias term going to beta for ``t <= stop`` (so CD of
+the whole sentence equals the prediction); for deeper layers, whose inputs are mixed, the
+term is shared in proportion. Initial states that are not decomposed are constants and
+belong to gamma.
+
+**GRU**, derived the same way. With ``r``, ``z`` gates split into three players like
+the LSTM's (``R_*``, ``Z_*``), ``m = W_hn h + b_hn`` split into ``M_rel = W_hn h_beta``,
+``M_irrel = W_hn h_gamma``, ``M_bias = b_hn``, and products assigned by the LSTM's
+convention (rel x rel, rel x bias and bias x rel are relevant; anything with irrel is
+irrelevant)::
+
+    n_rel  = W_in x_beta + R_rel M_rel + R_rel M_bias + R_bias M_rel
+    n_bias = b_in + R_bias M_bias,     n_irrel = the rest of n's pre-activation
+    N_rel, N_irrel, N_bias = three-player linearisation of tanh, bias first
+    h_beta = -Z_rel (N_rel + N_bias) + (1 - Z_bias) N_rel + p (1 - Z_bias) N_bias + (Z_rel + Z_bias) h_beta(t-1)
+
+(``1 - z`` has players ``-Z_rel``, ``-Z_irrel``, ``1 - Z_bias``.) ``h_gamma = h - h_beta``.
+
+**Plain RNN** (``tanh``/``relu``): the feed-forward rules, an affine map with its bias
+split followed by the activation's rule.
+
+Packed sequences are refused with a message to pad. Training-mode dropout between
+layers is refused like dropout elsewhere.
+"""
+
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from captum_cd.attr.decomposition import current_context, Decomposition
+from captum_cd.attr.errors import DecompositionError
+from captum_cd.attr.rules._util import bias_eps, fulls, is_dec, split_bias
+from captum_cd.attr.rules.registry import register_rule
+
+
+class Parts(NamedTuple):
+    """A decomposed value inside a recurrence: the full value and the relevant parts."""
+
+    full: Tensor
+    rel: Tensor  # (G, *full.shape)
+
+
+def _parts(value, groups: int) -> Parts:
+    if is_dec(value):
+        return Parts(value.full, value.rel)
+    return Parts(value, value.new_zeros(()).expand(groups, *value.shape))
+
+
+def three_players(rel: Tensor, irrel: Tensor, bias, act) -> Tuple[Tensor, Tensor, Tensor]:
+    """Linearises ``act(rel + irrel + bias)`` over three players, the bias first."""
+    at_bias = act(bias)
+    with_rel, with_irrel, with_all = act(rel + bias), act(irrel + bias), act(rel + irrel + bias)
+    return 0.5 * (with_rel - at_bias + with_all - with_irrel), 0.5 * (with_irrel - at_bias + with_all - with_rel), at_bias
+
+
+def relevant_share(x: Parts) -> Tensor:
+    """``p``: how much of a step's input is relevant, per group and example."""
+    eps = bias_eps(x.full.dtype)
+    rel = x.rel.abs().sum(-1, keepdim=True) + eps
+    return rel / (rel + (x.full - x.rel).abs().sum(-1, keepdim=True) + eps)
+
+
+def _bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor], like: Tensor):
+    if b_ih is None:
+        return like.new_zeros(())
+    return b_ih + b_hh
+
+
+# ---------------------------------------------------------------- one step of each cell
+
+
+def lstm_step(xp: Parts, p: Tensor, h: Parts, c: Parts, w_hh: Tensor, bias) -> Tuple[Parts, Parts]:
+    """One LSTM step from the input projection ``xp = W_ih x`` (bias excluded)."""
+    pre = Parts(xp.full + h.full @ w_hh.t(), xp.rel + h.rel @ w_hh.t())
+    (i_f, f_f, g_f, o_f), (i_r, f_r, g_r, _) = pre.full.chunk(4, -1), pre.rel.chunk(4, -1)
+    b_i, b_f, b_g, b_o = bias.chunk(4, -1) if bias.ndim else (bias,) * 4
+    I_rel, _, I_bias = three_players(i_r, i_f - i_r, b_i, torch.sigmoid)
+    F_rel, _, F_bias = three_players(f_r, f_f - f_r, b_f, torch.sigmoid)
+    G_rel, _, G_bias = three_players(g_r, g_f - g_r, b_g, torch.tanh)
+    c_full = torch.sigmoid(f_f + b_f) * c.full + torch.sigmoid(i_f + b_i) * torch.tanh(g_f + b_g)
+    c_rel = I_rel * (G_rel + G_bias) + I_bias * G_rel + p * I_bias * G_bias + (F_rel + F_bias) * c.rel
+    o = torch.sigmoid(o_f + b_o)
+    tanh_c = torch.tanh(c_full)
+    h_rel = o * 0.5 * (torch.tanh(c_rel) + tanh_c - torch.tanh(c_full - c_rel))
+    return Parts(o * tanh_c, h_rel), Parts(c_full, c_rel)
+
+
+def gru_step(xp: Parts, p: Tensor, h: Parts, w_hh: Tensor, b_ih, b_hh) -> Parts:
+    """One GRU step from the input projection ``xp = W_ih x`` (bias excluded)."""
+    hp = Parts(h.full @ w_hh.t(), h.rel @ w_hh.t())
+    (xr_f, xz_f, xn_f), (xr_r, xz_r, xn_r) = xp.full.chunk(3, -1), xp.rel.chunk(3, -1)
+    (hr_f, hz_f, hn_f), (hr_r, hz_r, hn_r) = hp.full.chunk(3, -1), hp.rel.chunk(3, -1)
+    zero = xp.full.new_zeros(())
+    b_ir, b_iz, b_in = b_ih.chunk(3, -1) if b_ih is not None else (zero,) * 3
+    b_hr, b_hz, b_hn = b_hh.chunk(3, -1) if b_hh is not None else (zero,) * 3
+    r_full, z_full = xr_f + hr_f, xz_f + hz_f
+    R_rel, _, R_bias = three_players(xr_r + hr_r, r_full - xr_r - hr_r, b_ir + b_hr, torch.sigmoid)
+    Z_rel, _, Z_bias = three_players(xz_r + hz_r, z_full - xz_r - hz_r, b_iz + b_hz, torch.sigmoid)
+    r = torch.sigmoid(r_full + b_ir + b_hr)
+    n_pre_full = xn_f + b_in + r * (hn_f + b_hn)
+    n_rel = xn_r + R_rel * hn_r + R_rel * b_hn + R_bias * hn_r
+    n_bias = b_in + R_bias * b_hn
+    N_rel, _, N_bias = three_players(n_rel, n_pre_full - n_rel - n_bias, n_bias, torch.tanh)
+    z = torch.sigmoid(z_full + b_iz + b_hz)
+    h_full = (1 - z) * torch.tanh(n_pre_full) + z * h.full
+    h_rel = -Z_rel * (N_rel + N_bias) + (1 - Z_bias) * N_rel + p * (1 - Z_bias) * N_bias + (Z_rel + Z_bias) * h.rel
+    return Parts(h_full, h_rel)
+
+
+def rnn_step(xp: Parts, h: Parts, w_hh: Tensor, bias, relu: bool) -> Parts:
+    """One plain RNN step: affine map with its bias split, then the activation's rule."""
+    pre_full = xp.full + h.full @ w_hh.t() + bias
+    u = xp.rel + h.rel @ w_hh.t()
+    rel = split_bias(u, pre_full, bias)
+    if relu:
+        return Parts(torch.relu(pre_full), torch.relu(rel))
+    out = torch.tanh(pre_full)
+    return Parts(out, 0.5 * (torch.tanh(rel) + out - torch.tanh(pre_full - rel)))
+
+
+# ---------------------------------------------------------------- whole sequences
+
+
+def _run_direction(kind: str, x: Parts, state: Sequence[Parts], weights: List[Tensor], has_bias: bool, reverse: bool):
+    """One layer, one direction, over a sequence-first input ``(T, B, D)``."""
+    w_ih, w_hh = weights[0], weights[1]
+    b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
+    w_hr = weights[4 if has_bias else 2] if len(weights) > (4 if has_bias else 2) else None
+    xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())  # all steps at once
+    share = relevant_share(x)
+    bias = _bias(b_ih, b_hh, x.full)
+    h, c = state[0], state[1] if kind == "lstm" else None
+    outputs: List[Parts] = [None] * x.full.shape[0]  # type: ignore[list-item]
+    for t in (reversed(range(x.full.shape[0])) if reverse else range(x.full.shape[0])):
+        xp_t = Parts(xp.full[t], xp.rel[:, t])
+        if kind == "lstm":
+            h, c = lstm_step(xp_t, share[:, t], h, c, w_hh, bias)
+            if w_hr is not None:
+                h = Parts(h.full @ w_hr.t(), h.rel @ w_hr.t())
+        elif kind == "gru":
+            h = gru_step(xp_t, share[:, t], h, w_hh, b_ih, b_hh)
+        else:
+            h = rnn_step(xp_t, h, w_hh, bias, relu=kind == "rnn_relu")
+        outputs[t] = h
+    sequence = Parts(torch.stack([o.full for o in outputs]), torch.stack([o.rel for o in outputs], 1))
+    return sequence, (h, c) if kind == "lstm" else (h,)
+
+
+def recurrent_layer(func, args, kwargs):
+    """``torch.lstm``/``gru``/``rnn_tanh``/``rnn_relu`` as called by nn.LSTM/GRU/RNN."""
+    if isinstance(args[1], Tensor) and not args[1].is_floating_point():
+        raise DecompositionError(
+            "packed sequences are not supported: pad the batch instead (keep the padded tensor "
+            "from torch.nn.utils.rnn.pad_sequence and pass it to the layer unpacked)."
+        )
+    x, hx, weights, has_bias, num_layers, dropout, training, bidirectional, batch_first = args
+    if training and dropout > 0 and num_layers > 1 and current_context().training != "batch":
+        raise DecompositionError(
+            "a recurrent layer with dropout between layers in training mode drops random units; "
+            "call model.eval() before attributing."
+        )
+    kind = func.__name__
+    states_in = list(hx) if isinstance(hx, (list, tuple)) else [hx]
+    groups = next(v for v in [x, *states_in] if is_dec(v)).rel.shape[0]
+    out_full, *finals_full = func(*fulls(args))  # the ordinary result: (output, h_n[, c_n])
+    x = _parts(x, groups)
+    if batch_first:
+        x = Parts(x.full.transpose(0, 1), x.rel.transpose(1, 2))
+    states = [_parts(s, groups) for s in states_in]
+
+    dirs = 2 if bidirectional else 1
+    per = len(weights) // (num_layers * dirs)
+    finals: List[List[Tensor]] = [[] for _ in states]  # relevant parts of h_n (and c_n)
+    layer_input = x
+    for layer in range(num_layers):
+        sequences = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            init = [Parts(s.full[k], s.rel[:, k]) for s in states]
+            sequence, final = _run_direction(kind, layer_input, init, list(weights[k * per : (k + 1) * per]), has_bias, d == 1)
+            sequences.append(sequence)
+            for store, value in zip(finals, final):
+                store.append(value.rel)
+        layer_input = Parts(torch.cat([s.full for s in sequences], -1), torch.cat([s.rel for s in sequences], -1))
+
+    out_rel = layer_input.rel.transpose(1, 2) if batch_first else layer_input.rel
+    output = Decomposition(out_full, out_rel)
+    return (output, *(Decomposition(f, torch.stack(r, 1)) for f, r in zip(finals_full, finals)))
+
+
+# ---------------------------------------------------------------- cells in a user's loop
+
+
+def recurrent_cell(func, args, kwargs):
+    """``torch.lstm_cell``/``gru_cell``/``rnn_tanh_cell``/``rnn_relu_cell``."""
+    x, hx, w_ih, w_hh = args[:4]
+    b_ih, b_hh = (args[4], args[5]) if len(args) > 5 else (None, None)
+    kind = func.__name__.replace("_cell", "")
+    states_in = list(hx) if kind == "lstm" else [hx]
+    groups = next(v for v in [x, *states_in] if is_dec(v)).rel.shape[0]
+    x = _parts(x, groups)
+    xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())
+    states = [_parts(s, groups) for s in states_in]
+    if kind == "lstm":
+        h, c = lstm_step(xp, relevant_share(x), states[0], states[1], w_hh, _bias(b_ih, b_hh, x.full))
+        full_h, full_c = func(x.full, [s.full for s in states], w_ih, w_hh, b_ih, b_hh)
+        return Decomposition(full_h, h.rel), Decomposition(full_c, c.rel)
+    if kind == "gru":
+        h = gru_step(xp, relevant_share(x), states[0], w_hh, b_ih, b_hh)
+    else:
+        h = rnn_step(xp, states[0], w_hh, _bias(b_ih, b_hh, x.full), relu=kind == "rnn_relu")
+    return Decomposition(func(x.full, states[0].full, w_ih, w_hh, b_ih, b_hh), h.rel)
+
+
+def packed(func, args, kwargs):
+    raise DecompositionError(
+        "packing a decomposed sequence (pack_padded_sequence) is not supported: pass the "
+        "padded tensor to the recurrent layer directly."
+    )
+
+
+register_rule([torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu], recurrent_layer)
+register_rule([torch.lstm_cell, torch.gru_cell, torch.rnn_tanh_cell, torch.rnn_relu_cell], recurrent_cell)
+register_rule([torch._pack_padded_sequence], packed)
