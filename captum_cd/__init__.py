@@ -6,8 +6,10 @@ r"""captum-cd: contextual decomposition and its family as Captum attribution met
 """
 
 from captum_cd.attr import rules
+from captum_cd.attr.agglomerative import AgglomerativeCD
 from captum_cd.attr.contextual_decomposition import ContextualDecomposition
 from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.hierarchy import Component, Hierarchy
 from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
 from captum_cd.attr.masks import grid_ids, ids_to_masks, token_masks
 from captum_cd.attr.rules import register_rule
@@ -15,7 +17,10 @@ from captum_cd.attr.rules import register_rule
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgglomerativeCD",
+    "Component",
     "ContextualDecomposition",
+    "Hierarchy",
     "Decomposition",
     "DecompositionError",
     "UnsupportedOperationError",

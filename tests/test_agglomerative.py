@@ -1,0 +1,162 @@
+"""AgglomerativeCD: the original's levels, every node's score, batching, pictures, bad input."""
+
+import copy
+import json
+import types
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from captum_cd import AgglomerativeCD, ContextualDecomposition, Hierarchy
+
+acd = pytest.importorskip("acd")
+
+
+@pytest.fixture
+def original_acd(monkeypatch):
+    """The original acd 0.0.2, made to run here: numpy 2 has no np.int, and agg_2d calls
+    cd() without passing the device on (it defaults to CUDA)."""
+    monkeypatch.setattr(np, "int", int, raising=False)
+    from acd.agglomeration import agg_1d, agg_2d
+    from acd.scores import score_funcs
+
+    cd = score_funcs.cd
+    monkeypatch.setattr(score_funcs, "cd", lambda im, model, mask, model_type=None, device="cuda": cd(im, model, mask, model_type, device="cpu"))
+    warnings.filterwarnings("ignore")
+    return agg_1d, agg_2d
+
+
+def cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+
+
+class SeqFirstLSTM(nn.Module):  # the original's layout
+    def __init__(self):
+        super().__init__()
+        self.embed, self.lstm, self.hidden_to_label = nn.Embedding(30, 6), nn.LSTM(6, 5), nn.Linear(5, 2)
+        self.hidden_dim = 5
+
+    def forward(self, text):
+        return self.hidden_to_label(self.lstm(self.embed(text))[0][-1])
+
+
+class BatchFirstLSTM(nn.Module):
+    def __init__(self, original: SeqFirstLSTM):
+        super().__init__()
+        self.embed, self.out = original.embed, original.hidden_to_label
+        self.lstm = nn.LSTM(6, 5, batch_first=True)
+        self.lstm.load_state_dict(original.lstm.state_dict())
+
+    def forward(self, tokens):
+        return self.out(self.lstm(self.embed(tokens))[0][:, -1])
+
+
+def levels_of(comps_list, scores_list, score_of):
+    return [
+        sorted((tuple(np.flatnonzero(comps.flatten() == k).tolist()), round(score_of(scores[k]), 5)) for k in np.unique(comps) if k > 0)
+        for comps, scores in zip(comps_list[1:], scores_list[1:])
+    ]
+
+
+def ours(h: Hierarchy):
+    return [sorted((c.units, round(c.score, 5)) for c in level) for level in h.levels]
+
+
+@pytest.mark.parametrize("seed, percentile", [(0, 90), (1, 95), (2, 80)])
+def test_2d_levels_equal_original_agg_2d(original_acd, seed, percentile):
+    _, agg_2d = original_acd
+    torch.manual_seed(seed)
+    model, image = cnn(), torch.randn(1, 1, 10, 10)
+    lists = agg_2d.agglomerate(copy.deepcopy(model), None, percentile, "cd", 1, image[0, 0].numpy(), 1, num_iters=6, im_torch=image, model_type=None, device="cpu")
+    h = AgglomerativeCD(model).hierarchy(image, 1, percentile=percentile, max_iterations=6)
+    assert ours(h) == levels_of(lists["comps_list"], lists["comp_scores_raw_list"], lambda s: float(s[1]))
+
+
+@pytest.mark.parametrize("seed, percentile", [(0, 50), (1, 99.5), (2, 70)])
+def test_1d_levels_equal_original_agg_1d(original_acd, seed, percentile):
+    agg_1d, _ = original_acd
+    torch.manual_seed(seed)
+    original = SeqFirstLSTM().eval()
+    original.hidden_to_label.bias.data.zero_()  # the original's CD leaves this bias out
+    text = torch.randint(1, 30, (12, 1))  # the original reads token id 0 as "not in the tile"
+    lists = agg_1d.agglomerate(original, types.SimpleNamespace(text=text.clone()), percentile, "cd", 1, 1, num_iters=20, subtract=True, absolute=True, device="cpu")
+    model = BatchFirstLSTM(original).eval()
+    h = AgglomerativeCD(model, layer=model.embed).hierarchy(text.t(), 1, percentile=percentile, max_iterations=20, score="difference")
+    assert ours(h) == levels_of(lists["comps_list"], lists["comp_scores_list"], float)
+    assert h.score == pytest.approx(float(lists["score_orig"]), abs=1e-5)
+
+
+def test_every_node_score_is_a_direct_cd_call():
+    torch.manual_seed(3)
+    model, image = cnn(), torch.randn(1, 1, 10, 10)
+    agg = AgglomerativeCD(model)
+    h = agg.hierarchy(image, 2, percentile=90, block_size=2)
+    cd = ContextualDecomposition(model)
+    units = torch.as_tensor(h.unit_map)
+    nodes = [c for level in h.levels for c in level]
+    masks = torch.stack([torch.isin(units, torch.tensor(c.units)).float()[None] for c in nodes])
+    rel, _ = cd.decompose(image, masks)
+    np.testing.assert_allclose([c.score for c in nodes], rel[:, 0, 2].detach().numpy(), atol=1e-5)
+    assert len(h.levels[-1]) == 1
+
+
+def test_candidates_are_scored_in_batched_passes():
+    torch.manual_seed(4)
+    model, image = cnn(), torch.randn(1, 1, 10, 10)
+    agg = AgglomerativeCD(model)
+    calls = []
+    decompose = agg.cd.decompose
+    agg.cd.decompose = lambda *a, **k: calls.append(a[1].shape[0]) or decompose(*a, **k)
+    h = agg.hierarchy(image, 0, percentile=95)
+    iterations = len(h.levels) - len(h.merges)
+    # one pass for the units, one per iteration, one per final merge, one for the whole input
+    assert len(calls) <= 1 + iterations + len(h.merges) + 1
+    assert max(calls) > 1
+
+
+def test_superpixels_text_and_json(tmp_path):
+    torch.manual_seed(5)
+    model, image = cnn(), torch.rand(2, 1, 10, 10)
+    agg = AgglomerativeCD(model)
+    hs = agg.hierarchy(image, [0, 1], superpixels=8, percentile=80)
+    assert isinstance(hs, list) and len(hs) == 2 and hs[0].unit_map.shape == (10, 10)
+    json.dumps(hs[0].to_dict())
+    hs[0].plot(str(tmp_path / "image.png"))
+    assert (tmp_path / "image.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="superpixels must be an integer label map of shape"):
+        agg.hierarchy(image[:1], 0, superpixels=np.zeros((5, 5), int))
+
+    original = SeqFirstLSTM().eval()
+    text_model = BatchFirstLSTM(original).eval()
+    words = "the movie is not good at all".split()
+    h = AgglomerativeCD(text_model, layer=text_model.embed).hierarchy(torch.randint(1, 30, (1, 7)), 1, tokens=[words])
+    h.plot(str(tmp_path / "text.png"))
+    assert (tmp_path / "text.png").stat().st_size > 0 and h.tokens == words
+
+
+def test_attribute_gives_each_feature_its_component_score():
+    torch.manual_seed(6)
+    model, image = cnn(), torch.randn(2, 1, 10, 10)
+    agg = AgglomerativeCD(model)
+    attr = agg.attribute(image, target=1, level=2, percentile=90)
+    assert attr.shape == image.shape
+    h = agg.hierarchy(image[1:], 1, percentile=90)
+    np.testing.assert_allclose(attr[1, 0].numpy(), h.feature_scores(2), atol=1e-6)
+
+
+def test_bad_input():
+    model = cnn()
+    agg = AgglomerativeCD(model)
+    with pytest.raises(ValueError, match="out of range"):
+        agg.hierarchy(torch.randn(1, 1, 10, 10), 7)
+    constant = agg.hierarchy(torch.zeros(1, 1, 10, 10), 0)  # every score 0: all picked at once
+    assert len(constant.levels) >= 1 and len(constant.levels[-1]) == 1
+    text_model = BatchFirstLSTM(SeqFirstLSTM()).eval()
+    one = AgglomerativeCD(text_model, layer=text_model.embed).hierarchy(torch.tensor([[4]]), 0)
+    assert one.levels[-1][0].units == (0,)
+    with pytest.raises(ValueError, match="batch first"):
+        seq_first = SeqFirstLSTM()
+        AgglomerativeCD(seq_first, layer=seq_first.embed).hierarchy(torch.randint(1, 30, (5, 1)).t(), 0)
