@@ -157,6 +157,6 @@ def test_bad_input():
     text_model = BatchFirstLSTM(SeqFirstLSTM()).eval()
     one = AgglomerativeCD(text_model, layer=text_model.embed).hierarchy(torch.tensor([[4]]), 0)
     assert one.levels[-1][0].units == (0,)
-    with pytest.raises(ValueError, match="batch first"):
+    with pytest.raises(ValueError, match="batch.first"):
         seq_first = SeqFirstLSTM()
         AgglomerativeCD(seq_first, layer=seq_first.embed).hierarchy(torch.randint(1, 30, (5, 1)).t(), 0)
