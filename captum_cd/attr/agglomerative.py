@@ -307,7 +307,7 @@ class _Scorer:
             chunk = todo[start : start + self.per_pass]
             membership = torch.zeros(len(chunk), self.units.count)
             for i, key in enumerate(chunk):
-                membership[i, np.frombuffer(key, dtype=np.int64)] = 1.0
+                membership[i, torch.from_numpy(np.frombuffer(key, dtype=np.int64).copy())] = 1.0
             masks = torch.tensordot(membership, self.units.masks, dims=1).to(self.example.device)
             if self.cd.layer is None:
                 masks = masks.to(self.example.dtype)
