@@ -13,6 +13,8 @@ from captum_cd.attr.hierarchy import Component, Hierarchy
 from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
 from captum_cd.attr.masks import grid_ids, ids_to_masks, token_masks
 from captum_cd.attr.rules import register_rule
+from captum_cd.attr.trim import TRIM
+from captum_cd import transforms
 
 __version__ = "0.1.0"
 
@@ -21,6 +23,7 @@ __all__ = [
     "Component",
     "ContextualDecomposition",
     "Hierarchy",
+    "TRIM",
     "Decomposition",
     "DecompositionError",
     "UnsupportedOperationError",
@@ -29,4 +32,5 @@ __all__ = [
     "register_rule",
     "rules",
     "token_masks",
+    "transforms",
 ]

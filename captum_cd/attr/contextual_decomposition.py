@@ -164,9 +164,10 @@ class ContextualDecomposition(Attribution):
     def forward_decomposition(
         self,
         inputs: TensorOrTuple,
-        masks: TensorOrTuple,
+        masks: Optional[TensorOrTuple] = None,
         additional_forward_args: Optional[object] = None,
         training: str = "error",
+        relevant: Optional[TensorOrTuple] = None,
     ) -> Decomposition:
         r"""
         Like :meth:`decompose`, but returns the output as a
@@ -180,22 +181,27 @@ class ContextualDecomposition(Attribution):
                         the batch statistics of the ordinary pass and one dropout mask
                         for both parts (training through CD).
                         Default: "error"
+            relevant (Tensor or tuple[Tensor, ...], optional): The relevant parts of the
+                        inputs given directly, shape ``(G, *input.shape)``, instead of
+                        ``masks`` (``relevant = mask * input``); TRIM passes
+                        ``T^-1(M s)`` this way. Default: None
         """
         inputs = _format_tensor_into_tuples(inputs)
-        masks = _format_tensor_into_tuples(masks)
         args = _format_additional_forward_args(additional_forward_args) or ()
         model = self.forward_func if isinstance(self.forward_func, nn.Module) else None
         _check_inputs(inputs, decomposed=self.layer is None, model=model)
+        if (masks is None) == (relevant is None):
+            raise ValueError("give exactly one of masks and relevant.")
         context = DecompositionContext(
             model=model, training=training, stop_at_softmax=self.stop_at_softmax, rules=self.rules
         )
         with decomposition_context(context), self._module_rules_installed(context):
             if self.layer is None:
-                masks = _check_masks(masks, inputs, "inputs")
-                decomposed = tuple(Decomposition(x, m * x) for x, m in zip(inputs, masks))
+                parts = _relevant_parts(inputs, masks, relevant)
+                decomposed = tuple(Decomposition(x, rel) for x, rel in zip(inputs, parts))
                 out = self.forward_func(*decomposed, *args)
             else:
-                with _decompose_at(self.layer, masks) as calls:
+                with _decompose_at(self.layer, masks, relevant) as calls:
                     out = self.forward_func(*inputs, *args)
                 if calls != [1]:
                     raise DecompositionError(
@@ -409,8 +415,20 @@ def _check_masks(masks: Tuple[Tensor, ...], targets: Tuple[Tensor, ...], what: s
     return tuple(shaped)
 
 
+def _relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "inputs") -> Tuple[Tensor, ...]:
+    """The relevant part of each decomposed tensor: ``mask * x``, or given directly."""
+    if relevant is None:
+        masks = _check_masks(_format_tensor_into_tuples(masks), targets, what)
+        return tuple(m * x for m, x in zip(masks, targets))
+    relevant = _format_tensor_into_tuples(relevant)
+    for i, (r, x) in enumerate(zip(relevant, targets)):
+        if r.ndim != x.ndim + 1 or r.shape[1:] != x.shape:
+            raise ValueError(f"relevant part {i} has shape {tuple(r.shape)}; expected (G, *{tuple(x.shape)}).")
+    return relevant
+
+
 @contextlib.contextmanager
-def _decompose_at(layer: nn.Module, masks: Tuple[Tensor, ...]) -> Iterator[List[int]]:
+def _decompose_at(layer: nn.Module, masks, relevant=None) -> Iterator[List[int]]:
     calls = [0]
 
     def start_here(module, args, output):
@@ -420,8 +438,8 @@ def _decompose_at(layer: nn.Module, masks: Tuple[Tensor, ...]) -> Iterator[List[
                 f"layer {type(module).__name__} returns {type(output).__name__}; the "
                 "decomposition can start only at a module that returns one floating-point tensor."
             )
-        (mask,) = _check_masks(masks, (output,), "the layer's output")
-        return Decomposition(output, mask * output)
+        (rel,) = _relevant_parts((output,), masks, relevant, "the layer's output")
+        return Decomposition(output, rel)
 
     handle = layer.register_forward_hook(start_here)
     try:
