@@ -33,3 +33,19 @@ def test_tutorial_cd_vs_captum(tmp_path):
 def test_speed_benchmark_quick():
     out = run("benchmarks/cd_speed.py", "--quick")
     assert "A: 1 group, batch 64" in out and "B: 64 groups, 1 image" in out
+
+
+def test_trim_table2_quick_cd_finds_the_bin():
+    out = run("benchmarks/trim_table2.py", "--quick")
+    cd_error = float(next(line for line in out.splitlines() if line.startswith("CD ")).split()[1])
+    assert cd_error < 50.0  # chance of picking bin 12 among 51 bins is 2%: an error of 98%
+
+
+def test_acd_speed_quick():
+    out = run("benchmarks/acd_speed.py", "--quick")
+    assert "iterations" in out
+
+
+def test_text_speed_quick():
+    out = run("benchmarks/text_speed.py", "--quick")
+    assert "CD, 64 phrases" in out
