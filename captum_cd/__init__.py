@@ -14,12 +14,14 @@ from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
 from captum_cd.attr.masks import grid_ids, ids_to_masks, token_masks
 from captum_cd.attr.rules import register_rule
 from captum_cd.attr.trim import TRIM
+from captum_cd.penalties import CDEPRegularizer
 from captum_cd import transforms
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AgglomerativeCD",
+    "CDEPRegularizer",
     "Component",
     "ContextualDecomposition",
     "Hierarchy",

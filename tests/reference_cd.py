@@ -32,10 +32,10 @@ def gather_loops(t, indices):
     return out
 
 
-def reference_cd(model: nn.Sequential, x: torch.Tensor, mask: torch.Tensor):
+def reference_cd(model: nn.Sequential, x: torch.Tensor, mask: torch.Tensor, grad: bool = False):
     """(beta, gamma) at the output for one group ``mask`` (broadcast against ``x``)."""
     beta, gamma = mask * x, (1 - mask) * x
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         for layer in model:
             if isinstance(layer, AFFINE + BATCHNORM):
                 bias = layer(torch.zeros_like(beta))
