@@ -73,10 +73,55 @@ def split_bias(u: Tensor, out: Tensor, bias: Any) -> Tensor:
 
     ``u`` is the linear image of the relevant part, ``out`` the full output (bias
     included), so ``v`` is the linear image of the irrelevant part; METHODS.md section 1.
+    With gradients, a fused autograd function keeps only ``u`` (G-sized) for backward
+    instead of every intermediate: this is most of CDEP's activation memory.
     """
+    if not isinstance(bias, Tensor):
+        bias = torch.as_tensor(bias, dtype=u.dtype, device=u.device)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, out, bias)):
+        return _SplitBias.apply(u, out, bias)
+    return _split_bias_value(u, out, bias)
+
+
+def _split_bias_value(u: Tensor, out: Tensor, bias: Tensor) -> Tensor:
     eps = bias_eps(u.dtype)
-    a = u.abs() + eps
-    return u + bias * a / (a + (out - bias - u).abs() + eps)
+    a = u.abs().add_(eps)
+    share = (out - bias - u).abs_().add_(eps).add_(a)  # |v| + eps + |u| + eps
+    return torch.addcmul(u, bias, a.div_(share))
+
+
+class _SplitBias(torch.autograd.Function):
+    """``split_bias`` with a hand-written backward (d/du, d/dout, d/dbias)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, out: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(u, out, bias)
+        with torch.no_grad():
+            return _split_bias_value(u, out, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        u, out, bias = ctx.saved_tensors
+        eps = bias_eps(u.dtype)
+        v = out - bias - u
+        a, c = u.abs() + eps, v.abs() + eps
+        s2 = (a + c).square()
+        sign_u, sign_v = torch.sign(u), torch.sign(v)
+        # rel = u + b r,  r = a / (a + c):  dr/da = c / s^2,  dr/dc = -a / s^2
+        dr_dc = -a / s2
+        grad_u = grad * (1 + bias * (c / s2 * sign_u - dr_dc * sign_v))
+        grad_out = grad * bias * dr_dc * sign_v
+        grad_bias = grad * (a / (a + c) - bias * dr_dc * sign_v)
+        return grad_u, _sum_to(grad_out, out.shape), _sum_to(grad_bias, bias.shape)
+
+
+def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    """Reduces a broadcast gradient back to ``shape``."""
+    lead = grad.ndim - len(shape)
+    if lead:
+        grad = grad.sum(dim=tuple(range(lead)))
+    dims = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
 def zero_rel(full: Tensor, groups: int) -> Tensor:
