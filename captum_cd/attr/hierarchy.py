@@ -134,13 +134,15 @@ def _plot_image(h: Hierarchy, cmap, max_panels, plt):
     panels = (1 if h.image is not None else 0) + 1 + len(picks)
     figure, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.5))
     axes = np.atleast_1d(axes)
-    limit, k = _limit(h), 0
+    k = 0
     if h.image is not None:
         image = h.image if h.image.ndim == 2 else np.moveaxis(h.image, 0, -1).squeeze()
         axes[0].imshow(image, cmap="gray_r" if image.ndim == 2 else None)
         axes[0].set_title("input", fontsize=8)
         k = 1
-    axes[k].imshow(h.unit_scores[h.unit_map], cmap=cmap, vmin=-limit, vmax=limit)
+    unit_map = h.unit_scores[h.unit_map]
+    limit = np.abs(unit_map).max() or 1.0  # each panel on its own scale: levels differ a lot
+    axes[k].imshow(unit_map, cmap=cmap, vmin=-limit, vmax=limit)
     axes[k].set_title("units", fontsize=8)
     for ax, level in zip(axes[k + 1 :], picks):
         label = np.zeros(h.unit_map.shape, int)
@@ -148,12 +150,13 @@ def _plot_image(h: Hierarchy, cmap, max_panels, plt):
         for i, comp in enumerate(h.levels[level], start=1):
             inside = np.isin(h.unit_map, comp.units)
             label[inside], scores[inside] = i, comp.score
+        limit = np.nanmax(np.abs(scores)) if np.isfinite(scores).any() else 1.0
         ax.imshow(np.ma.masked_invalid(scores), cmap=cmap, vmin=-limit, vmax=limit)
         edges = find_boundaries(label, mode="inner") & (label > 0)
         ax.imshow(np.ma.masked_where(~edges, edges), cmap="gray", vmin=0, vmax=1, alpha=0.9)
         ax.set_title(f"level {level + 1}", fontsize=8)
     for ax in axes:
         ax.set_xticks([]), ax.set_yticks([])
-    figure.suptitle("ACD hierarchy (red: for the class, blue: against)", fontsize=9)
+    figure.suptitle("ACD hierarchy (red: for the class, blue: against; each panel on its own scale)", fontsize=9)
     figure.tight_layout()
     return figure
