@@ -59,3 +59,69 @@ def train_classifier(
 def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor) -> float:
     with torch.no_grad():
         return (model(inputs).argmax(1) == labels).float().mean().item()
+
+
+class LSTMSentiment(nn.Module):
+    """Embedding - LSTM - linear on the last real token's state, batch first: the CD
+    paper's model for sentiment. ``forward(tokens, lengths=None)``; without lengths every
+    sequence is taken to run to the end."""
+
+    def __init__(self, vocab_size: int, embed_dim: int = 100, hidden: int = 128, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.lstm = nn.LSTM(embed_dim, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, classes)
+
+    def forward(self, tokens: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        states, _ = self.lstm(self.embed(tokens))
+        if lengths is None:
+            return self.out(states[:, -1])
+        return self.out(states[torch.arange(tokens.shape[0]), lengths - 1])
+
+
+class TransformerSentiment(nn.Module):
+    """Embedding plus learned positions - ``nn.TransformerEncoder`` - mean over the real
+    tokens - linear. Padding (token id 0) is masked out of attention and of the mean."""
+
+    def __init__(self, vocab_size: int, dim: int = 64, heads: int = 4, layers: int = 2, max_len: int = 128, classes: int = 2) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.positions = nn.Embedding(max_len, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(dim, classes)
+
+    def forward(self, tokens: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
+        padding = tokens == 0
+        x = self.embed(tokens) + self.positions(torch.arange(tokens.shape[1], device=tokens.device))
+        x = self.encoder(x, src_key_padding_mask=padding)
+        keep = (~padding).unsqueeze(-1).to(x.dtype)
+        return self.out((x * keep).sum(1) / keep.sum(1).clamp(min=1))
+
+
+def train_text_classifier(
+    model: nn.Module,
+    tokens: Tensor,
+    lengths: Tensor,
+    labels: Tensor,
+    epochs: int = 5,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: Optional[int] = 0,
+) -> nn.Module:
+    """Adam on cross-entropy over padded token batches; returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
+            width = int(lengths[batch].max())
+            optimizer.zero_grad()
+            F.cross_entropy(model(tokens[batch, :width], lengths[batch]), labels[batch]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def text_accuracy(model: nn.Module, tokens: Tensor, lengths: Tensor, labels: Tensor) -> float:
+    with torch.no_grad():
+        return (model(tokens, lengths).argmax(1) == labels).float().mean().item()

@@ -661,7 +661,8 @@ def waverec2(
 
     Args:
         coeffs (list): ``[cA_n, (cH_n, cV_n, cD_n), ..., (cH_1, cV_1, cD_1)]`` as from
-                    :func:`wavedec2`; detail entries may be None (zeros).
+                    :func:`wavedec2`; a detail array, or a whole level's tuple, may be
+                    None (zeros).
         filters (tuple of 4 Tensor): ``(dec_lo, dec_hi, rec_lo, rec_hi)``.
         mode (str, optional): the mode of the decomposition. Default: "symmetric"
         shape (tuple of 2 int, optional): keep the first ``(H, W)`` samples, the size of
@@ -680,7 +681,7 @@ def waverec2(
         fb = _cast_filters(filters, a)
         lead = tuple(a.shape[:-2])
         for i, details in enumerate(coeffs[1:]):
-            c = _stack_2d(a, tuple(details), cut=i > 0)
+            c = _stack_2d(a, (None, None, None) if details is None else tuple(details), cut=i > 0)
             y = _synthesis_2d(c.reshape(prod(lead), 4, *c.shape[-2:]), fb, mode)
             a = y.reshape(*lead, *y.shape[-2:])
     if shape is not None and len(shape) != 2:
