@@ -89,19 +89,44 @@ def _bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor], like: Tensor):
 # ---------------------------------------------------------------- one step of each cell
 
 
-def lstm_step(xp: Parts, p: Tensor, h: Parts, c: Parts, w_hh: Tensor, bias) -> Tuple[Parts, Parts]:
-    """One LSTM step from the input projection ``xp = W_ih x`` (bias excluded)."""
-    pre = Parts(xp.full + h.full @ w_hh.t(), xp.rel + h.rel @ w_hh.t())
-    (i_f, f_f, g_f, o_f), (i_r, f_r, g_r, _) = pre.full.chunk(4, -1), pre.rel.chunk(4, -1)
-    b_i, b_f, b_g, b_o = bias.chunk(4, -1) if bias.ndim else (bias,) * 4
-    I_rel, _, I_bias = three_players(i_r, i_f - i_r, b_i, torch.sigmoid)
-    F_rel, _, F_bias = three_players(f_r, f_f - f_r, b_f, torch.sigmoid)
-    G_rel, _, G_bias = three_players(g_r, g_f - g_r, b_g, torch.tanh)
-    c_full = torch.sigmoid(f_f + b_f) * c.full + torch.sigmoid(i_f + b_i) * torch.tanh(g_f + b_g)
-    c_rel = I_rel * (G_rel + G_bias) + I_bias * G_rel + p * I_bias * G_bias + (F_rel + F_bias) * c.rel
-    o = torch.sigmoid(o_f + b_o)
+class LSTMWeights(NamedTuple):
+    """What every step of one LSTM direction reuses. The candidate gate's rows are
+    scaled by 2 so one sigmoid serves all four gates: ``tanh(x) = 2 sigmoid(2x) - 1``."""
+
+    w_hh_t: Tensor  # (H_in, 4H), scaled
+    bias: Tensor  # (4H,), scaled
+    scale: Tensor  # 1 on i, f, o; 2 on g
+    sigmoid_bias: Tensor  # sigmoid(bias)
+    hidden: int
+
+    @classmethod
+    def of(cls, w_hh: Tensor, bias: Tensor) -> "LSTMWeights":
+        hidden = w_hh.shape[0] // 4
+        scale = w_hh.new_ones(4 * hidden)
+        scale[2 * hidden : 3 * hidden] = 2.0
+        bias = scale * bias
+        return cls((scale[:, None] * w_hh).t(), bias, scale, torch.sigmoid(bias), hidden)
+
+    def activations(self, y: Tensor) -> Tensor:
+        """sigmoid on i, f, o and tanh on g, of scaled pre-activations ``y``."""
+        return torch.addcmul(1.0 - self.scale, self.scale, torch.sigmoid(y))
+
+
+def lstm_step(xp: Parts, p: Tensor, h: Parts, c: Parts, w: LSTMWeights) -> Tuple[Parts, Parts]:
+    """One LSTM step from the scaled input projection ``xp`` (its bias included in full)."""
+    full = torch.addmm(xp.full, h.full, w.w_hh_t)  # scaled pre-activations, bias included
+    rel = xp.rel + h.rel @ w.w_hh_t
+    sigmoid_full = torch.sigmoid(full)
+    # Three players, bias first: L_rel = 1/2 [act(rel + b) - act(b) + act(full) - act(full - rel)]
+    L_rel = (torch.sigmoid(rel + w.bias) - w.sigmoid_bias + sigmoid_full - torch.sigmoid(full - rel)) * (0.5 * w.scale)
+    at_bias = w.activations(w.bias)
+    I_rel, F_rel, G_rel, _ = L_rel.split(w.hidden, -1)
+    I_bias, F_bias, G_bias, _ = at_bias.split(w.hidden, -1)
+    i, f, g, o = torch.addcmul(1.0 - w.scale, w.scale, sigmoid_full).split(w.hidden, -1)
+    c_full = torch.addcmul(i * g, f, c.full)
+    c_rel = I_rel * (G_rel + G_bias) + I_bias * G_rel + p * (I_bias * G_bias) + (F_rel + F_bias) * c.rel
     tanh_c = torch.tanh(c_full)
-    h_rel = o * 0.5 * (torch.tanh(c_rel) + tanh_c - torch.tanh(c_full - c_rel))
+    h_rel = (0.5 * o) * (torch.tanh(c_rel) + tanh_c - torch.tanh(c_full - c_rel))
     return Parts(o * tanh_c, h_rel), Parts(c_full, c_rel)
 
 
@@ -146,15 +171,20 @@ def _run_direction(kind: str, x: Parts, state: Sequence[Parts], weights: List[Te
     w_ih, w_hh = weights[0], weights[1]
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
     w_hr = weights[4 if has_bias else 2] if len(weights) > (4 if has_bias else 2) else None
-    xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())  # all steps at once
     share = relevant_share(x)
     bias = _bias(b_ih, b_hh, x.full)
+    if kind == "lstm":
+        lstm = LSTMWeights.of(w_hh, bias.expand(w_hh.shape[0]))
+        scaled = (lstm.scale[:, None] * w_ih).t()
+        xp = Parts(x.full @ scaled + lstm.bias, x.rel @ scaled)  # all steps at once
+    else:
+        xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())
     h, c = state[0], state[1] if kind == "lstm" else None
     outputs: List[Parts] = [None] * x.full.shape[0]  # type: ignore[list-item]
     for t in (reversed(range(x.full.shape[0])) if reverse else range(x.full.shape[0])):
         xp_t = Parts(xp.full[t], xp.rel[:, t])
         if kind == "lstm":
-            h, c = lstm_step(xp_t, share[:, t], h, c, w_hh, bias)
+            h, c = lstm_step(xp_t, share[:, t], h, c, lstm)
             if w_hr is not None:
                 h = Parts(h.full @ w_hr.t(), h.rel @ w_hr.t())
         elif kind == "gru":
@@ -222,7 +252,10 @@ def recurrent_cell(func, args, kwargs):
     xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())
     states = [_parts(s, groups) for s in states_in]
     if kind == "lstm":
-        h, c = lstm_step(xp, relevant_share(x), states[0], states[1], w_hh, _bias(b_ih, b_hh, x.full))
+        lstm = LSTMWeights.of(w_hh, _bias(b_ih, b_hh, x.full).expand(w_hh.shape[0]))
+        scaled = (lstm.scale[:, None] * w_ih).t()
+        xp = Parts(x.full @ scaled + lstm.bias, x.rel @ scaled)
+        h, c = lstm_step(xp, relevant_share(x), states[0], states[1], lstm)
         full_h, full_c = func(x.full, [s.full for s in states], w_ih, w_hh, b_ih, b_hh)
         return Decomposition(full_h, h.rel), Decomposition(full_c, c.rel)
     if kind == "gru":
