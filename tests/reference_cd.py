@@ -35,6 +35,7 @@ def gather_loops(t, indices):
 def reference_cd(model: nn.Sequential, x: torch.Tensor, mask: torch.Tensor, grad: bool = False):
     """(beta, gamma) at the output for one group ``mask`` (broadcast against ``x``)."""
     beta, gamma = mask * x, (1 - mask) * x
+    z = x  # the ordinary activation: max pooling takes its winners from it (ties break alike)
     with torch.set_grad_enabled(grad):
         for layer in model:
             if isinstance(layer, AFFINE + BATCHNORM):
@@ -48,10 +49,11 @@ def reference_cd(model: nn.Sequential, x: torch.Tensor, mask: torch.Tensor, grad
                 beta, gamma = (0.5 * (f(beta) - f0 + both - f(gamma)), 0.5 * (f(gamma) - f0 + both - f(beta)) + f0)
             elif isinstance(layer, MAXPOOL):
                 pool = type(layer)(layer.kernel_size, layer.stride, layer.padding, layer.dilation, return_indices=True, ceil_mode=layer.ceil_mode)
-                _, indices = pool(beta + gamma)
+                _, indices = pool(z)
                 beta, gamma = gather_loops(beta, indices), gather_loops(gamma, indices)
             elif isinstance(layer, LINEAR):
                 beta, gamma = layer(beta), layer(gamma)
             else:
                 raise NotImplementedError(type(layer).__name__)
+            z = layer(z)
     return beta, gamma
