@@ -252,15 +252,20 @@ def test_unknown_mode_raises_listing_modes():
     assert "'mirror'" in str(err.value) and all(m in str(err.value) for m in MODES)
 
 
-def test_too_many_levels_raises_with_maximum():
+def test_levels_beyond_the_recommended_maximum_warn_like_pywt_and_impossible_ones_raise():
     fb = filter_bank("db5")
     assert dwt_max_level(64, 10) == pywt.dwt_max_level(64, 10) == 2
-    with pytest.raises(ValueError, match="maximum level is 2"):
-        wavedec(torch.randn(3, 64), fb, 3)
-    with pytest.raises(ValueError, match="maximum level is 0"):
-        wavedec(torch.randn(8), fb, 1)  # shorter than the filter
-    with pytest.raises(ValueError, match="maximum level is 1"):
-        wavedec2(torch.randn(40, 18), fb, 2)
+    x = torch.randn(3, 64, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="recommended maximum level 2"):
+        ours = wavedec(x, fb, 3)
+    with pytest.warns(UserWarning):
+        theirs = pywt.wavedec(x.numpy(), "db5", "symmetric", 3)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b, atol=1e-10)
+    with pytest.raises(ValueError, match="halves to one sample after 6 levels"):
+        wavedec(x, fb, 7)
+    with pytest.raises(ValueError, match="after 4 levels"):
+        wavedec2(torch.randn(40, 18), fb, 5)
     with pytest.raises(ValueError, match=">= 0"):
         wavedec(torch.randn(64), fb, -1)
 
