@@ -63,8 +63,9 @@ def phrase_scores(score_model, embed, ids, spans):
     per_word = {name: w.sum(-1)[0].detach() for name, w in (("LayerIntegratedGradients", words_ig), ("LayerDeepLift", words_dl))}
     with torch.no_grad():
         full = score_model(ids)[0]
-        kept = [torch.cat([ids[0, :s], ids[0, e:]]) for s, e in spans]
-        lengths = torch.tensor([max(len(k), 1) for k in kept])  # an emptied sentence: one pad token
+        # an emptied sentence becomes one unknown token (all padding would leave nothing to attend to)
+        kept = [torch.cat([ids[0, :s], ids[0, e:]]) if e - s < ids.shape[1] else ids.new_ones(1) for s, e in spans]
+        lengths = torch.tensor([len(k) for k in kept])
         deleted = torch.stack([nn.functional.pad(k, (0, int(lengths.max()) - len(k))) for k in kept])
         occlusion = full - score_model.model(deleted, lengths).diff(dim=1)[:, 0]
     scores = {"CD": rel[:, 0].numpy(), "leave phrase out": occlusion.numpy()}
