@@ -49,3 +49,26 @@ def test_acd_speed_quick():
 def test_text_speed_quick():
     out = run("benchmarks/text_speed.py", "--quick")
     assert "CD, 64 phrases" in out
+
+
+def test_tutorial_agglomerative_cd(tmp_path):
+    out = run("tutorials/02_agglomerative_cd.py", "--quick", "--out", str(tmp_path))
+    assert "levels" in out
+    for name in ("tutorial02_text0.png", "tutorial02_image0.png", "tutorial02_superpixels.png", "tutorial02_captum_view.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_sst_reality_quick():
+    out = run("benchmarks/sst_reality.py", "--quick")
+    assert "corr. with phrase label" in out and "AgglomerativeCD, 50-token sentence" in out
+
+
+def test_cdep_experiments_quick():
+    out = run("benchmarks/cdep_experiments.py", "--quick")
+    for task in ("colour", "decoy", "SST decoy"):
+        assert f"{task}: test accuracy" in out
+
+
+def test_cdep_cost_quick():
+    out = run("benchmarks/cdep_cost.py", "--quick")
+    assert "CDEP, 8 regions, shared pass" in out
