@@ -72,3 +72,8 @@ def test_cdep_experiments_quick():
 def test_cdep_cost_quick():
     out = run("benchmarks/cdep_cost.py", "--quick")
     assert "CDEP, 8 regions, shared pass" in out
+
+
+def test_tutorial_cdep():
+    out = run("tutorials/04_cdep.py", "--quick")
+    assert "weight  0.0" in out and "weight  1.0" in out
