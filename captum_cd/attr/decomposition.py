@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from captum_cd.attr.errors import DecompositionError
+
 # An elementwise step: fn(rel, *context) where every context tensor broadcasts against
 # the full activation (it is B-sized or a parameter, never G-sized).
 Pending = Tuple[Callable[..., Tensor], Tuple[Tensor, ...]]
@@ -47,6 +49,12 @@ class Decomposition(Tensor):
     def __new__(cls, full: Tensor, rel: Tensor, pending: Sequence[Pending] = ()):
         # The subclass shares storage with a detached alias of ``full`` for metadata only;
         # every computation goes through ``__torch_function__`` and uses ``self.full``.
+        if not pending and rel.shape[1:] != full.shape:
+            raise DecompositionError(
+                f"a rule produced relevant parts of shape {tuple(rel.shape)} for an activation of "
+                f"shape {tuple(full.shape)}; they must be (G, *activation shape). If the rule is "
+                "your own, make it return Decomposition(full, rel) with rel of that shape."
+            )
         self = Tensor._make_subclass(cls, full.detach(), False)
         self.full = full
         self._rel = rel
