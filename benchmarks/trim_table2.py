@@ -70,7 +70,7 @@ def bin_scores(model, x):
 def run(seeds, n_train, n_test, epochs):
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")
-    errors, accuracies, seconds = {}, [], {}
+    errors, by_class, accuracies, seconds = {}, {}, [], {}
     for seed in seeds:
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
@@ -80,21 +80,26 @@ def run(seeds, n_train, n_test, epochs):
         with torch.no_grad():
             accuracies.append((model(x_test).argmax(1) == y_test).float().mean().item())
         scores, times = bin_scores(model, x_test[:n_test])
+        labels = y_test[:n_test]
         for name, s in scores.items():
-            errors.setdefault(name, []).append(100 * (s.abs().argmax(1) != BIN).float().mean().item())
+            wrong = (s.abs().argmax(1) != BIN).float()
+            errors.setdefault(name, []).append(100 * wrong.mean().item())
+            by_class.setdefault(name, []).append([100 * wrong[labels == k].mean().item() for k in (0, 1)])
             seconds.setdefault(name, []).append(times[name])
-    return errors, accuracies, seconds
+    return errors, by_class, accuracies, seconds
 
 
 def main(quick: bool) -> None:
     seeds, n_train, n_test, epochs = ([0], 5_000, 100, 30) if quick else (range(5), 50_000, 500, 15)
-    errors, accuracies, seconds = run(seeds, n_train, n_test, epochs)
+    errors, by_class, accuracies, seconds = run(seeds, n_train, n_test, epochs)
     print(f"test accuracy of the network: {100 * np.mean(accuracies):.1f}% (mean of {len(accuracies)} seeds)")
     print(f"\nhow often bin {BIN} is not the top bin ({n_test} test points, {len(accuracies)} seeds):")
-    print(f"{'method':<22}{'error % (mean ± sd)':>22}{'published':>11}{'seconds':>9}")
+    print(f"{'method':<22}{'error % (mean ± sd)':>22}{'published':>11}{'label 0':>9}{'label 1':>9}{'seconds':>9}")
     for name, values in errors.items():
         published = f"{PUBLISHED[name]:.1f}" if name in PUBLISHED else "-"
-        print(f"{name:<22}{np.mean(values):>14.1f} ± {np.std(values):<5.1f}{published:>11}{np.median(seconds[name]):>9.2f}")
+        label0, label1 = np.mean(by_class[name], axis=0)
+        print(f"{name:<22}{np.mean(values):>14.1f} ± {np.std(values):<5.1f}{published:>11}{label0:>9.1f}{label1:>9.1f}{np.median(seconds[name]):>9.2f}")
+    print("(label 0 / label 1: the error among points whose |s_12| is below / above the median)")
 
 
 if __name__ == "__main__":
