@@ -43,7 +43,7 @@ from captum_cd.datasets import (
     SSTExample,
     Vocab,
 )
-from captum_cd.models import lenet, LSTMSentiment, text_accuracy
+from captum_cd.models import accuracy as model_accuracy, lenet, LSTMSentiment
 from captum_cd.penalties import ExpectedGradientsPenalty, RRRPenalty
 
 PUBLISHED = {  # MNIST in the paper
@@ -189,13 +189,17 @@ def run_text(quick: bool, seeds: List[int]) -> Dict[str, dict]:
         return model.eval(), (time.perf_counter() - start) / epochs
 
     grid = GRIDS["CDEP"][:1] if quick else GRIDS["CDEP"]
-    scores = {w: text_accuracy(fit(w, seeds[0])[0], *splits["valid"]) for w in grid}
+    def text_accuracy(model, split):
+        ids, lens, labels = splits[split]
+        return model_accuracy(model, ids, labels, lens)
+
+    scores = {w: text_accuracy(fit(w, seeds[0])[0], "valid") for w in grid}
     weights = {"vanilla": 0.0, "CDEP": max(scores, key=scores.get)}
     results = {}
     for method, weight in weights.items():
         runs = [fit(weight, seed) for seed in seeds]
         results[method] = {
-            "accuracy": [100 * text_accuracy(m, *splits["test"]) for m, _ in runs],
+            "accuracy": [100 * text_accuracy(m, "test") for m, _ in runs],
             "seconds": float(np.median([s for _, s in runs])),
             "weight": weight,
         }

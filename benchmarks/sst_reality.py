@@ -31,7 +31,7 @@ from torch import nn
 
 from captum_cd import AgglomerativeCD, ContextualDecomposition, token_masks
 from captum_cd.datasets.sst import NEGATIONS, encode, load_sst, SSTExample, Vocab
-from captum_cd.models import LSTMSentiment, text_accuracy, train_text_classifier, TransformerSentiment
+from captum_cd.models import accuracy, LSTMSentiment, train_classifier, TransformerSentiment
 
 
 class PositiveMinusNegative(nn.Module):
@@ -133,9 +133,9 @@ def main(quick: bool) -> None:
     limit = 30 if quick else len(test)
     for name, model in models.items():
         start = time.perf_counter()
-        train_text_classifier(model, x, lengths, y, epochs=epochs, batch_size=128)
+        train_classifier(model, x, y, epochs=epochs, batch_size=128, lengths=lengths)
         seconds = time.perf_counter() - start
-        print(f"\n{name}: test accuracy {100 * text_accuracy(model, x_test, l_test, y_test):.1f}% (trained in {seconds:.0f} s)")
+        print(f"\n{name}: test accuracy {100 * accuracy(model, x_test, y_test, l_test):.1f}% (trained in {seconds:.0f} s)")
         correlations, flips, count = evaluate(model, test, vocab, limit)
         print(f"  {'method':<26}{'corr. with phrase label':>24}{'negations flipped':>20}")
         for method, corr in correlations.items():

@@ -43,22 +43,33 @@ def train_classifier(
     batch_size: int = 64,
     lr: float = 1e-3,
     seed: Optional[int] = 0,
+    lengths: Optional[Tensor] = None,
 ) -> nn.Module:
-    """Adam on cross-entropy, shuffled mini-batches; returns the model in eval mode."""
+    """Adam on cross-entropy, shuffled mini-batches; returns the model in eval mode.
+    With ``lengths`` (padded token batches), each batch is cut to its longest sequence
+    and the model is called as ``model(tokens, lengths)``."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(epochs):
         for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
             optimizer.zero_grad()
-            F.cross_entropy(model(inputs[batch]), labels[batch]).backward()
+            F.cross_entropy(_forward(model, inputs, lengths, batch), labels[batch]).backward()
             optimizer.step()
     return model.eval()
 
 
-def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor) -> float:
+def _forward(model: nn.Module, inputs: Tensor, lengths: Optional[Tensor], batch) -> Tensor:
+    if lengths is None:
+        return model(inputs[batch])
+    return model(inputs[batch, : int(lengths[batch].max())], lengths[batch])
+
+
+def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, lengths: Optional[Tensor] = None) -> float:
+    """Accuracy in batches of 1,000 (``lengths`` as for :func:`train_classifier`)."""
     with torch.no_grad():
-        return (model(inputs).argmax(1) == labels).float().mean().item()
+        predictions = [_forward(model, inputs, lengths, b).argmax(1) for b in torch.arange(len(labels)).split(1000)]
+    return (torch.cat(predictions) == labels).float().mean().item()
 
 
 class LSTMSentiment(nn.Module):
@@ -97,31 +108,3 @@ class TransformerSentiment(nn.Module):
         x = self.encoder(x, src_key_padding_mask=padding)
         keep = (~padding).unsqueeze(-1).to(x.dtype)
         return self.out((x * keep).sum(1) / keep.sum(1).clamp(min=1))
-
-
-def train_text_classifier(
-    model: nn.Module,
-    tokens: Tensor,
-    lengths: Tensor,
-    labels: Tensor,
-    epochs: int = 5,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    seed: Optional[int] = 0,
-) -> nn.Module:
-    """Adam on cross-entropy over padded token batches; returns the model in eval mode."""
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
-            width = int(lengths[batch].max())
-            optimizer.zero_grad()
-            F.cross_entropy(model(tokens[batch, :width], lengths[batch]), labels[batch]).backward()
-            optimizer.step()
-    return model.eval()
-
-
-def text_accuracy(model: nn.Module, tokens: Tensor, lengths: Tensor, labels: Tensor) -> float:
-    with torch.no_grad():
-        return (model(tokens, lengths).argmax(1) == labels).float().mean().item()

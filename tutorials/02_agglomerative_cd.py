@@ -28,7 +28,7 @@ from captum.attr import visualization  # noqa: E402
 
 from captum_cd import AgglomerativeCD  # noqa: E402
 from captum_cd.datasets import encode, load_digits, load_sst, SSTExample, Vocab  # noqa: E402
-from captum_cd.models import accuracy, lenet, LSTMSentiment, text_accuracy, train_classifier, train_text_classifier  # noqa: E402
+from captum_cd.models import accuracy, lenet, LSTMSentiment, train_classifier  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")
@@ -53,8 +53,9 @@ if args.quick:
 else:
     data = [SSTExample(e.tokens[p.start : p.stop], p.label, []) for e in train for p in e.phrases if p.label is not None and p.stop - p.start >= 2]
 x, lengths, y = encode(data, vocab)
-lstm = train_text_classifier(LSTMSentiment(len(vocab)), x, lengths, y, epochs=1, batch_size=128)
-print(f"LSTM test accuracy: {100 * text_accuracy(lstm, *encode(test, vocab)):.1f}%")
+lstm = train_classifier(LSTMSentiment(len(vocab)), x, y, epochs=1, batch_size=128, lengths=lengths)
+test_ids, test_lengths, test_labels = encode(test, vocab)
+print(f"LSTM test accuracy: {100 * accuracy(lstm, test_ids, test_labels, test_lengths):.1f}%")
 
 # %% [markdown]
 # `AgglomerativeCD(model, layer=model.embed)` decomposes from the embedding (token ids are
