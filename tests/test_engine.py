@@ -324,3 +324,18 @@ def test_float64_and_device_follow_the_inputs():
     rel, irrel = ContextualDecomposition(net).decompose(x, torch.ones(1, 1, 16, 16, dtype=torch.float64))
     assert rel.dtype == torch.float64 and rel.device == x.device
     torch.testing.assert_close(rel + irrel, net(x).expand_as(rel), atol=1e-12, rtol=1e-12)
+
+
+def test_layer_works_for_an_intermediate_feature_map():
+    net = Functional().eval()
+    x = torch.randn(2, 3, 16, 16)
+    cd = ContextualDecomposition(net, layer=net.conv1)
+    masks = torch.zeros(2, 8, 16, 16)  # conv1's output: (8 channels, 16, 16)
+    masks[0, :4], masks[1, :, :8] = 1, 1  # half of the channels; the top half of the map
+    rel, irrel = cd.decompose(x, masks)
+    torch.testing.assert_close(rel + irrel, net(x).expand_as(rel), atol=1e-5, rtol=1e-5)
+    everything, _ = cd.decompose(x, torch.ones(1, 8, 16, 16))
+    nothing, _ = cd.decompose(x, torch.zeros(1, 8, 16, 16))
+    assert nothing.abs().max() < 1e-6 and not torch.allclose(everything, nothing)
+    scores = cd.attribute(x, target=0, feature_mask=torch.arange(8).view(1, 8, 1, 1))  # per channel
+    assert scores.shape == (2, 8, 16, 16)

@@ -58,6 +58,25 @@ test_ids, test_lengths, test_labels = encode(test, vocab)
 print(f"LSTM test accuracy: {100 * accuracy(lstm, test_ids, test_labels, test_lengths):.1f}%")
 
 # %% [markdown]
+# Before the hierarchy: CD of phrases directly. `token_masks` turns spans into groups;
+# all of them go through the LSTM in one batched pass. A negation shows what a group
+# score has that a sum of word scores does not: the interaction of "not" and "bad".
+
+# %%
+from captum_cd import ContextualDecomposition, token_masks  # noqa: E402
+
+sentence = "the acting is not bad at all".split()
+ids = torch.tensor([vocab.encode(sentence)])
+cd_text = ContextualDecomposition(lstm, layer=lstm.embed)
+spans = [(3, 4), (4, 5), (3, 5), (0, 7)]  # "not", "bad", "not bad", everything
+with torch.no_grad():
+    rel, _ = cd_text.decompose(ids, token_masks(spans, len(sentence)))
+    inter = cd_text.interactions(ids, token_masks([(3, 4)], 7), token_masks([(4, 5)], 7))
+for (start, stop), r in zip(spans, rel[:, 0]):
+    print(f"  CD of {' '.join(sentence[start:stop])!r:<32} positive - negative = {(r[1] - r[0]).item():+.2f}")
+print(f"  interaction of 'not' and 'bad': {(inter[0, 0, 1] - inter[0, 0, 0]).item():+.2f}")
+
+# %% [markdown]
 # `AgglomerativeCD(model, layer=model.embed)` decomposes from the embedding (token ids are
 # not decomposed). For a binary model the score can be the difference of the two class
 # scores, as the original code does. Each level is one batched CD pass.
