@@ -109,10 +109,11 @@ class _SplitBias(torch.autograd.Function):
         sign_u, sign_v = torch.sign(u), torch.sign(v)
         # rel = u + b r,  r = a / (a + c):  dr/da = c / s^2,  dr/dc = -a / s^2
         dr_dc = -a / s2
-        grad_u = grad * (1 + bias * (c / s2 * sign_u - dr_dc * sign_v))
-        grad_out = grad * bias * dr_dc * sign_v
-        grad_bias = grad * (a / (a + c) - bias * dr_dc * sign_v)
-        return grad_u, _sum_to(grad_out, out.shape), _sum_to(grad_bias, bias.shape)
+        need_u, need_out, need_bias = ctx.needs_input_grad
+        grad_u = grad * (1 + bias * (c / s2 * sign_u - dr_dc * sign_v)) if need_u else None
+        grad_out = _sum_to(grad * bias * dr_dc * sign_v, out.shape) if need_out else None
+        grad_bias = _sum_to(grad * (a / (a + c) - bias * dr_dc * sign_v), bias.shape) if need_bias else None
+        return grad_u, grad_out, grad_bias
 
 
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:
