@@ -2,20 +2,28 @@ r"""captum-cd: contextual decomposition and its family as Captum attribution met
 
 - :class:`ContextualDecomposition`: the importance of groups of features and their
   interactions, for about the cost of a forward pass.
+- :class:`AgglomerativeCD`: a hierarchy of feature groups with a CD score at every node.
+- :class:`TRIM`: attributions in a transformed space (:mod:`captum_cd.transforms`).
+- :class:`CDEPRegularizer`: penalise explanations while training
+  (:mod:`captum_cd.penalties`, with the gradient penalties and wavelet distillation).
 - :func:`register_rule` and :mod:`captum_cd.rules`: how each torch function decomposes.
 """
 
-from captum_cd.attr import rules
-from captum_cd.attr.agglomerative import AgglomerativeCD
-from captum_cd.attr.contextual_decomposition import ContextualDecomposition
-from captum_cd.attr.decomposition import Decomposition
-from captum_cd.attr.hierarchy import Component, Hierarchy
-from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
+from captum_cd import transforms
+from captum_cd.attr import (
+    AgglomerativeCD,
+    Component,
+    ContextualDecomposition,
+    Decomposition,
+    DecompositionError,
+    Hierarchy,
+    rules,
+    TRIM,
+    UnsupportedOperationError,
+)
 from captum_cd.attr.masks import grid_ids, ids_to_masks, token_masks
 from captum_cd.attr.rules import register_rule
-from captum_cd.attr.trim import TRIM
 from captum_cd.penalties import CDEPRegularizer
-from captum_cd import transforms
 
 __version__ = "0.1.0"
 
@@ -24,10 +32,10 @@ __all__ = [
     "CDEPRegularizer",
     "Component",
     "ContextualDecomposition",
-    "Hierarchy",
-    "TRIM",
     "Decomposition",
     "DecompositionError",
+    "Hierarchy",
+    "TRIM",
     "UnsupportedOperationError",
     "grid_ids",
     "ids_to_masks",

@@ -1,6 +1,20 @@
+"""The attribution methods and what they stand on: the decomposition engine and its rules."""
+
 from captum_cd.attr import rules  # noqa: F401  (registers the rules)
+from captum_cd.attr.agglomerative import AgglomerativeCD
 from captum_cd.attr.contextual_decomposition import ContextualDecomposition
 from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
+from captum_cd.attr.hierarchy import Component, Hierarchy
+from captum_cd.attr.trim import TRIM
 
-__all__ = ["ContextualDecomposition", "Decomposition", "DecompositionError", "UnsupportedOperationError"]
+__all__ = [
+    "AgglomerativeCD",
+    "Component",
+    "ContextualDecomposition",
+    "Decomposition",
+    "DecompositionError",
+    "Hierarchy",
+    "TRIM",
+    "UnsupportedOperationError",
+]
