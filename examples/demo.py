@@ -26,16 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from captum.attr import DeepLift, FeatureAblation, IntegratedGradients  # noqa: E402
 
-from captum_cd import ContextualDecomposition  # noqa: E402
+from captum_cd import ContextualDecomposition, grid_ids  # noqa: E402
 from captum_cd.datasets.digits import load_digits  # noqa: E402
 from captum_cd.models import accuracy, small_cnn, train_classifier  # noqa: E402
-
-
-def region_ids(size: int = 8, block: int = 2) -> torch.Tensor:
-    """Captum-style feature mask: one integer id per ``block`` x ``block`` region."""
-    side = size // block
-    rows = torch.arange(size) // block
-    return (rows[:, None] * side + rows[None, :]).view(1, 1, size, size)
 
 
 def per_region(pixel_attributions: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -59,7 +52,7 @@ def main(out_dir: str) -> None:
     images = x_test[:32]
     with torch.no_grad():
         predicted = model(images).argmax(1)
-    ids = region_ids()
+    ids = grid_ids(8, 8, 2)  # Captum-style feature mask: one id per 2x2 block
     methods = {
         "CD": lambda: per_region(ContextualDecomposition(model).attribute(images, target=predicted, feature_mask=ids), ids) / 4,
         "IntegratedGradients": lambda: per_region(IntegratedGradients(model).attribute(images, target=predicted, n_steps=50), ids),

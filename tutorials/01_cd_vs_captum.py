@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradients  # noqa: E402
 from captum.metrics import infidelity, sensitivity_max  # noqa: E402
 
-from captum_cd import ContextualDecomposition  # noqa: E402
+from captum_cd import ContextualDecomposition, grid_ids, ids_to_masks  # noqa: E402
 from captum_cd.datasets.digits import load_digits  # noqa: E402
 from captum_cd.models import accuracy, small_cnn, train_classifier  # noqa: E402
 
@@ -112,8 +112,7 @@ show(pixel_attr, "Single pixels (red: for the predicted class)", os.path.join(ar
 # have no notion of a group, so we sum their pixel scores within each block.
 
 # %%
-block = (torch.arange(8) // 2)
-ids = (block[:, None] * 4 + block[None, :]).view(1, 1, 8, 8)
+ids = grid_ids(8, 8, 2)  # (1, 1, 8, 8): ids 0..15, one per 2x2 block
 
 
 def block_sums(attr):
@@ -140,7 +139,7 @@ show(group_attr, "2x2 blocks (red: for the predicted class)", os.path.join(args.
 
 # %%
 cd = methods["CD"][0]
-block_masks = (ids[0] == torch.arange(16).view(16, 1, 1, 1)).float()  # (16, 1, 8, 8)
+block_masks = ids_to_masks(ids)  # (16, 1, 8, 8): one mask per block
 left = [b for b in range(16) if b % 4 < 3]
 pairs_a, pairs_b = block_masks[left], block_masks[[b + 1 for b in left]]
 with torch.no_grad():
