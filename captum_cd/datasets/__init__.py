@@ -1,7 +1,16 @@
-"""Offline data helpers for the tutorials, benchmarks and tests: nothing is downloaded."""
+"""Offline data helpers for the tutorials, benchmarks and tests: nothing is downloaded.
+
+- :mod:`~captum_cd.datasets.sst`: the Stanford Sentiment Treebank with every phrase's span
+  and label (``load_sst``, ``Vocab``, ``encode``).
+- :mod:`~captum_cd.datasets.fashion_mnist`: Fashion-MNIST from Debian's
+  ``dataset-fashion-mnist`` package.
+- :mod:`~captum_cd.datasets.mnist_variants`: the CDEP paper's ColorMNIST and DecoyMNIST,
+  built from any 28x28 grey images.
+- :mod:`~captum_cd.datasets.digits`: scikit-learn's bundled 8x8 digits.
+"""
 
 from captum_cd.datasets.digits import load_digits
-from captum_cd.datasets.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from captum_cd.datasets.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 from captum_cd.datasets.mnist_variants import (
     COLOR_PALETTE,
     color_region_masks,
@@ -9,12 +18,26 @@ from captum_cd.datasets.mnist_variants import (
     make_color_mnist,
     make_decoy_mnist,
 )
-from captum_cd.datasets.sst import encode, find_sst_root, load_sst, parse_tree, SSTExample, Vocab
+from captum_cd.datasets.sst import (
+    encode,
+    find_sst_root,
+    load_sst,
+    NEGATIONS,
+    negations,
+    parse_tree,
+    Phrase,
+    SSTExample,
+    Tree,
+    Vocab,
+)
 
 __all__ = [
     "COLOR_PALETTE",
     "FASHION_MNIST_CLASSES",
+    "NEGATIONS",
+    "Phrase",
     "SSTExample",
+    "Tree",
     "Vocab",
     "color_region_masks",
     "decoy_corner_masks",
@@ -25,5 +48,7 @@ __all__ = [
     "load_sst",
     "make_color_mnist",
     "make_decoy_mnist",
+    "negations",
     "parse_tree",
+    "read_idx",
 ]
