@@ -1,5 +1,6 @@
 """The offline data helpers: SST trees, Fashion-MNIST's IDX files, ColorMNIST and DecoyMNIST."""
 
+import functools
 import gzip
 
 import numpy as np
@@ -34,7 +35,16 @@ def _sst_available() -> bool:
     return True
 
 
-needs_sst = pytest.mark.skipif(not _sst_available(), reason="no SST copy: set CAPTUM_CD_SST to a folder with train/dev/test.txt")
+def needs_sst(test):
+    """The treebank is part of the test setup (../shared/data/sst): missing, it is a failure."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        if not _sst_available():
+            pytest.fail("no SST copy found: set CAPTUM_CD_SST to a folder with train/dev/test.txt")
+        return test(*args, **kwargs)
+
+    return run
 
 
 # ------------------------------------------------------------------------------- SST
@@ -166,7 +176,7 @@ def test_installed_fashion_mnist():
         train_x, train_y = load_fashion_mnist("train")
         test_x, test_y = load_fashion_mnist("test")
     except FileNotFoundError:
-        pytest.skip(f"Fashion-MNIST is not installed: {APT} (or set CAPTUM_CD_FASHION_MNIST)")
+        pytest.fail(f"Fashion-MNIST is not installed: {APT} (run_tests.sh does it; or set CAPTUM_CD_FASHION_MNIST)")
     assert train_x.shape == (60000, 28, 28) and test_x.shape == (10000, 28, 28) and train_x.dtype == torch.uint8
     assert train_y.shape == (60000,) and test_y.shape == (10000,) and train_y.dtype == torch.long
     assert set(train_y.unique().tolist()) == set(test_y.unique().tolist()) == set(range(10))
