@@ -77,3 +77,23 @@ def test_cdep_cost_quick():
 def test_tutorial_cdep():
     out = run("tutorials/04_cdep.py", "--quick")
     assert "weight  0.0" in out and "weight  1.0" in out
+
+
+def test_tutorial_trim_images(tmp_path):
+    out = run("tutorials/03_trim_images.py", "--quick", "--out", str(tmp_path))
+    assert "band scores" in out and "scale scores" in out
+    assert (tmp_path / "tutorial03_trim.png").stat().st_size > 0
+
+
+def test_tutorial_awd(tmp_path):
+    out = run("tutorials/05_awd.py", "--quick", "--out", str(tmp_path))
+    assert "equals pywt.wavedec: True" in out
+    scales = eval(out.split("per scale [cA_3, cD_3, cD_2, cD_1]:")[1].splitlines()[0])
+    assert max(range(4), key=scales.__getitem__) == 1  # the target lives in cD_3
+    assert (tmp_path / "tutorial05_wavelet.png").stat().st_size > 0
+
+
+def test_awd_benchmark_quick():
+    out = run("benchmarks/awd_simulation.py", "--quick")
+    for table in ("AWD epoch", "AWD simulation", "mnist1d"):
+        assert table in out

@@ -1,7 +1,30 @@
-"""What plugs into a training loop: the CDEP regulariser and the gradient penalties it is
-compared with."""
+"""What plugs into a training loop: the CDEP regulariser, the gradient penalties it is
+compared with, and adaptive wavelet distillation (a learnable wavelet, its loss, its
+trainer and the distilled scikit-learn models)."""
 
+from captum_cd.penalties.awd import (
+    AdaptiveWavelet,
+    AdaptiveWavelet2d,
+    AWDLoss,
+    fit_wavelet,
+    validity_terms,
+    wavelet_distance,
+    WaveletDistilled,
+    WaveletDistilledClassifier,
+)
 from captum_cd.penalties.cdep import CDEPRegularizer
 from captum_cd.penalties.gradient_penalties import ExpectedGradientsPenalty, RRRPenalty
 
-__all__ = ["CDEPRegularizer", "ExpectedGradientsPenalty", "RRRPenalty"]
+__all__ = [
+    "AWDLoss",
+    "AdaptiveWavelet",
+    "AdaptiveWavelet2d",
+    "CDEPRegularizer",
+    "ExpectedGradientsPenalty",
+    "RRRPenalty",
+    "WaveletDistilled",
+    "WaveletDistilledClassifier",
+    "fit_wavelet",
+    "validity_terms",
+    "wavelet_distance",
+]
