@@ -24,11 +24,12 @@ exact.
 import copy
 import math
 import warnings
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, clone, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone, RegressorMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn, Tensor
 
@@ -588,12 +589,17 @@ class AWDLoss(nn.Module):
         r"""The attributions of the model to the coefficients ``s = transform(x)``
         (``x_hat = transform.inverse(s)``), shaped like ``s``, differentiable in the filter.
         ``atoms``: ``transform.inverse`` of the unit coefficient vectors, when known (CD)."""
-        if self.method == "cd":
-            return self._cd_scores(x, s, atoms)
-        out = self.model(x_hat + (x - x_hat).detach())
-        score = _select(out, self.target, x.shape[0])
-        (gradient,) = torch.autograd.grad(score.sum(), s, create_graph=True)
-        return gradient.abs() if self.method == "saliency" else s * gradient
+        with _frozen(self.model):
+            if self.method == "cd":
+                return self._cd_scores(x, s, atoms)
+            with torch.enable_grad():  # gradients are the attributions, under no_grad too (as in Captum)
+                if not s.requires_grad:  # level 0 (s = x) or a frozen filter: constants in the filter
+                    s = s.detach().requires_grad_()
+                    x_hat = self.transform.inverse(s)
+                out = self.model(x_hat + (x - x_hat).detach())
+                score = _select(out, self.target, x.shape[0])
+                (gradient,) = torch.autograd.grad(score.sum(), s, create_graph=True)
+            return gradient.abs() if self.method == "saliency" else s * gradient
 
     def _cd_scores(self, x: Tensor, s: Tensor, atoms: Optional[Tensor]) -> Tensor:
         batch, shape = s.shape[0], s.shape[1:]
@@ -610,6 +616,21 @@ class AWDLoss(nn.Module):
         if target == "predicted":
             target = out.full.detach().argmax(1)
         return target_scores(out.rel, out.full, target).t().reshape(batch, *shape)
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """The model's parameters out of the graph while the attributions are built: the
+    loss trains the wavelet only, so a plain ``backward()`` must leave the teacher's
+    ``.grad`` alone."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def _per_example(t: Tensor, power: int = 1) -> Tensor:
@@ -712,9 +733,11 @@ def fit_wavelet(
     """
     from tqdm.auto import tqdm
 
-    first = next(iter(_batches(data, batch_size, None, shuffle=False)))
-    if batch_size < 1:
+    if batch_size < 1:  # before the first batch is drawn: torch's split fails unclearly on 0
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    first = next(iter(_batches(data, batch_size, None, shuffle=False)), None)
+    if first is None or first.shape[0] == 0:  # else a StopIteration or a reshape error deep in the loss
+        raise ValueError("the data holds no examples.")
     _check_device(model, first.device)
     if model.training:
         warnings.warn("the model is in training mode; AWD explains a fixed model: call model.eval() first.", stacklevel=2)
@@ -769,7 +792,8 @@ def top_coefficients(coeffs: Sequence[np.ndarray], m: int) -> np.ndarray:
 
 
 class _WaveletDistilledBase:
-    """Shared by the regressor and the classifier (scikit-learn estimators)."""
+    """Shared by the regressor and the classifier (scikit-learn estimators; also
+    transformers, so their :meth:`transform` passes scikit-learn's transformer checks)."""
 
     _default_target: Any = None
 
@@ -802,7 +826,7 @@ class _WaveletDistilledBase:
         if not isinstance(self.m, (int, np.integer)) or self.m < 1:
             raise ValueError(f"m (coefficients kept per scale) must be a positive int, got {self.m!r}.")
         self.wavelet_ = self._adapt(X) if self.teacher is not None else _as_pywt(self.wavelet)
-        return self.transform(X)
+        return self._features(X)
 
     def _adapt(self, X: np.ndarray) -> Any:
         seed = np.random.RandomState(self.random_state).randint(2**31 - 1)
@@ -822,9 +846,12 @@ class _WaveletDistilledBase:
     def transform(self, X: Any) -> np.ndarray:
         r"""The features of signals ``X`` ``(n, N)``: :func:`top_coefficients` of the
         (fitted) wavelet's coefficients."""
+        check_is_fitted(self)
+        return self._features(_validate_data(self, X, reset=False, dtype=np.float64))
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
         import pywt
 
-        X = np.asarray(X, dtype=np.float64)
         levels = self.levels if self.levels is not None else pywt.dwt_max_level(X.shape[-1], self.wavelet_.dec_len)
         with warnings.catch_warnings():  # the user chose the level; pywt's advice was given at fit
             warnings.simplefilter("ignore", UserWarning)
@@ -840,7 +867,7 @@ def _validate_data(estimator: Any, X: Any, y: Any = "no_validation", reset: bool
     return validate_data(estimator, X, y, reset=reset, **check_params)
 
 
-class WaveletDistilled(RegressorMixin, _WaveletDistilledBase, BaseEstimator):
+class WaveletDistilled(RegressorMixin, TransformerMixin, _WaveletDistilledBase, BaseEstimator):
     r"""
     A linear model on wavelet features, the distilled model of adaptive wavelet
     distillation (regression). Features: per scale, the ``m`` largest-magnitude
@@ -883,7 +910,7 @@ class WaveletDistilled(RegressorMixin, _WaveletDistilledBase, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=np.float64)
-        return self.estimator_.predict(self.transform(X))
+        return self.estimator_.predict(self._features(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -896,7 +923,7 @@ class WaveletDistilled(RegressorMixin, _WaveletDistilledBase, BaseEstimator):
         return {"poor_score": True}
 
 
-class WaveletDistilledClassifier(ClassifierMixin, _WaveletDistilledBase, BaseEstimator):
+class WaveletDistilledClassifier(ClassifierMixin, TransformerMixin, _WaveletDistilledBase, BaseEstimator):
     r"""
     The classification variant of :class:`WaveletDistilled` (same arguments); the
     default estimator is ``LogisticRegression(max_iter=1000)`` and the teacher's
@@ -923,12 +950,12 @@ class WaveletDistilledClassifier(ClassifierMixin, _WaveletDistilledBase, BaseEst
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=np.float64)
-        return self.estimator_.predict(self.transform(X))
+        return self.estimator_.predict(self._features(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = _validate_data(self, X, reset=False, dtype=np.float64)
-        return self.estimator_.predict_proba(self.transform(X))
+        return self.estimator_.predict_proba(self._features(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
