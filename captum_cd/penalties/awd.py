@@ -209,8 +209,9 @@ class _AdaptiveWaveletBase(nn.Module):
         return wavelet
 
     def plot(self, path: str, level: int = 6) -> str:
-        r"""Draw the learned scaling and wavelet functions against the initial ones
-        (``pywt.Wavelet.wavefun``) into an image file.
+        r"""Draw the learned scaling and wavelet functions (``pywt.Wavelet.wavefun``)
+        against those of the wavelet it was initialised from, before ``init_noise``, into
+        an image file.
 
         Args:
             path (str): the file to write (its extension picks the format).
@@ -228,7 +229,7 @@ class _AdaptiveWaveletBase(nn.Module):
         FigureCanvasAgg(figure)
         for i, title in enumerate(("scaling function phi", "wavelet psi")):
             ax = figure.add_subplot(1, 2, i + 1)
-            ax.plot(initial[2], initial[i], color="0.6", label="initial")
+            ax.plot(initial[2], initial[i], color="0.6", label="initial wavelet (no noise)")
             ax.plot(learned[2], learned[i], color="C0", label="learned")
             ax.set_title(title)
             ax.legend(loc="upper right", fontsize=8)
@@ -483,8 +484,8 @@ class AWDLoss(nn.Module):
       total times ``lamWave``;
     - ``sparsity``: ``lamL1 * ||s||_1``;
     - ``interpretation``: ``lamInterp * ||a(s)||_1``, ``a`` the attributions of the
-      trained model ``f`` to the coefficients, through ``Psi^-1`` with the residual trick
-      (the model sees ``x_hat + (x - x_hat).detach()``, i.e. exactly ``x``) and the graph
+      trained model ``f`` to the coefficients, through ``Psi^-1`` (the model sees exactly
+      ``x``, plus ``Psi^-1`` of a zero-valued probe that carries the Jacobian) and the graph
       kept, so the loss backpropagates into the filter.
 
     ``total`` is their sum. ``method`` chooses ``a``:
@@ -587,19 +588,29 @@ class AWDLoss(nn.Module):
 
     def attributions(self, x: Tensor, s: Tensor, x_hat: Tensor, atoms: Optional[Tensor] = None) -> Tensor:
         r"""The attributions of the model to the coefficients ``s = transform(x)``
-        (``x_hat = transform.inverse(s)``), shaped like ``s``, differentiable in the filter.
-        ``atoms``: ``transform.inverse`` of the unit coefficient vectors, when known (CD)."""
+        (``x_hat = transform.inverse(s)``, kept in the signature; no method needs it now),
+        shaped like ``s``, differentiable in the filter. ``atoms``: ``transform.inverse`` of
+        the unit coefficient vectors, when known."""
         with _frozen(self.model):
             if self.method == "cd":
                 return self._cd_scores(x, s, atoms)
             with torch.enable_grad():  # gradients are the attributions, under no_grad too (as in Captum)
-                if not s.requires_grad:  # level 0 (s = x) or a frozen filter: constants in the filter
-                    s = s.detach().requires_grad_()
-                    x_hat = self.transform.inverse(s)
-                out = self.model(x_hat + (x - x_hat).detach())
+                # df/ds = J^T grad f(x), J the Jacobian of Psi^-1. The model sees x plus Psi^-1 of
+                # a zero-valued probe: its input carries J (so the filter's gradient flows) but
+                # does not move with the filter, so no Hessian of f enters the filter's gradient
+                # (x_hat + (x - x_hat).detach() has value x yet moves with it in autograd).
+                leaf = s.detach().requires_grad_()
+                probe = self._synthesise(leaf - leaf.detach(), atoms, x)
+                out = self.model(x + probe)
                 score = _select(out, self.target, x.shape[0])
-                (gradient,) = torch.autograd.grad(score.sum(), s, create_graph=True)
+                (gradient,) = torch.autograd.grad(score.sum(), leaf, create_graph=True)
             return gradient.abs() if self.method == "saliency" else s * gradient
+
+    def _synthesise(self, s: Tensor, atoms: Optional[Tensor], x: Tensor) -> Tensor:
+        """``Psi^-1 s`` shaped like ``x``: a product with the synthesis matrix on the dense path."""
+        if atoms is not None and atoms.shape[0] == s.shape[-1]:
+            return (s @ atoms.reshape(atoms.shape[0], -1)).reshape(x.shape)
+        return self.transform.inverse(s)
 
     def _cd_scores(self, x: Tensor, s: Tensor, atoms: Optional[Tensor]) -> Tensor:
         batch, shape = s.shape[0], s.shape[1:]
