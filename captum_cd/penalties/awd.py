@@ -498,6 +498,12 @@ class AWDLoss(nn.Module):
       batched in one CD pass, :meth:`ContextualDecomposition.forward_decomposition` with
       ``relevant=``). Memory grows as (coefficients x batch x input size).
 
+    Each equals what :class:`~captum_cd.TRIM` gives over ``wavelet.transform()`` with
+    Captum's ``Saliency`` (``abs=True``), ``InputXGradient`` or
+    :class:`~captum_cd.ContextualDecomposition`. Captum's objects themselves are not
+    accepted: they take gradients without ``create_graph``, so the loss could not reach
+    the filter.
+
     The model is not a submodule: ``parameters()`` are the wavelet's only. Put the model
     in eval mode.
 
@@ -561,7 +567,7 @@ class AWDLoss(nn.Module):
         terms.update(validity)
         terms["sparsity"] = self.lamL1 * _per_example(s)
         if self.lamInterp:
-            terms["interpretation"] = self.lamInterp * _per_example(self.attributions(x, s, x_hat, atoms))
+            terms["interpretation"] = self.lamInterp * _per_example(self.attributions(x, s, atoms))
         else:
             terms["interpretation"] = s.new_zeros(())
         terms["total"] = (
@@ -586,11 +592,10 @@ class AWDLoss(nn.Module):
         s = x.flatten(x.dim() - dims) @ analysis
         return s, (s @ synthesis.reshape(-1, n)).unflatten(-1, size), synthesis
 
-    def attributions(self, x: Tensor, s: Tensor, x_hat: Tensor, atoms: Optional[Tensor] = None) -> Tensor:
-        r"""The attributions of the model to the coefficients ``s = transform(x)``
-        (``x_hat = transform.inverse(s)``, kept in the signature; no method needs it now),
-        shaped like ``s``, differentiable in the filter. ``atoms``: ``transform.inverse`` of
-        the unit coefficient vectors, when known."""
+    def attributions(self, x: Tensor, s: Tensor, atoms: Optional[Tensor] = None) -> Tensor:
+        r"""The attributions of the model to the coefficients ``s = transform(x)``, shaped
+        like ``s``, differentiable in the filter. ``atoms``: ``transform.inverse`` of the
+        unit coefficient vectors, when known."""
         with _frozen(self.model):
             if self.method == "cd":
                 return self._cd_scores(x, s, atoms)
