@@ -11,3 +11,12 @@ sys.path.insert(0, os.path.dirname(__file__))  # reference_cd and the models of 
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors on a busy 2-core machine: intra-op threads only add overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

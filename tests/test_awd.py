@@ -38,13 +38,7 @@ METHODS = ["saliency", "input_x_gradient", "cd"]
 TERMS = ["reconstruction", "lowpass_sum", "highpass_sum", "unit_norm", "cmf", "double_shift", "sparsity", "interpretation", "total"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a busy 2-core machine: intra-op threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed):
@@ -548,7 +542,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="levels must be None"):
         AdaptiveWavelet("db2", levels=-1)
     with pytest.raises(ValueError, match="Unknown wavelet extension mode"):
-        AdaptiveWavelet("db2", mode="wrap")(x)
+        AdaptiveWavelet("db2", mode="wrap")  # at construction, not at first use
     nan = x.clone()
     nan[0, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -572,7 +566,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="impossible"):
         AdaptiveWavelet("db5", levels=3, dtype=F64)(torch.randn(1, 5, dtype=F64))
     X, y = np.random.default_rng(0).standard_normal((20, 16)), np.arange(20.0)
-    for m in (0, -2, 1.5):
+    for m in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="m \\(coefficients kept per scale\\)"):
             WaveletDistilled(m=m).fit(X, y)
     with pytest.raises(ValueError, match="not orthogonal"):

@@ -31,3 +31,16 @@ def test_first_snippet_runs():
              "labels": torch.tensor([1, 2]), "region_ids": ids}
     exec(first, scope)
     assert scope["relevant"].shape == (3, 2, 10)
+
+
+def test_awd_snippet_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the snippet writes wavelet.png
+    snippet = next(b for b in python_blocks() if "AdaptiveWavelet(" in b)
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).eval()
+    x = torch.randn(120, 64)
+    scope = {"teacher": teacher, "x_batch": x[:20], "x_train": x[:100], "x_val": x[100:],
+             "X": x.numpy(), "y": x[:, 10].numpy()}
+    exec(snippet, scope)
+    assert (tmp_path / "wavelet.png").exists() and len(scope["history"]["total"]) >= 1
+    assert scope["model"].predict(x[:3].numpy()).shape == (3,)

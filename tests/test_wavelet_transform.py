@@ -26,13 +26,7 @@ FOUR_MODES = ["zero", "periodization", "symmetric", "reflect"]
 CASES_1D = [("haar", 3, 16), ("db2", 2, 23), ("db5", None, 64), ("sym4", 1, 31)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a busy 2-core machine: intra-op threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pywt_concat(x, wavelet, mode, level):

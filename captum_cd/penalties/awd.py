@@ -34,7 +34,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn, Tensor
 
 from captum_cd.attr.contextual_decomposition import ContextualDecomposition, target_scores
-from captum_cd.attr.transforms.dwt import Filters, orthogonal_filter_bank, wavedec, wavedec2, waverec, waverec2
+from captum_cd.attr.transforms.dwt import _check_mode, Filters, orthogonal_filter_bank, wavedec, wavedec2, waverec, waverec2
 from captum_cd.attr.transforms.wavelet import WaveletTransform, WaveletTransform2d
 
 __all__ = [
@@ -171,7 +171,7 @@ class _AdaptiveWaveletBase(nn.Module):
         h = _lowpass_of(wave)
         orthogonal_filter_bank(h)  # a clear error for odd or non-1-D filters
         dtype = dtype or torch.get_default_dtype()
-        self.levels, self.mode, self.parametrization = levels, mode, parametrization
+        self.levels, self.mode, self.parametrization = levels, _check_mode(mode), parametrization
         self.register_buffer("h_init", h.to(dtype))
         if parametrization == "filter":
             noise = torch.randn(h.shape, generator=generator, dtype=torch.float64) * init_noise
@@ -201,12 +201,7 @@ class _AdaptiveWaveletBase(nn.Module):
 
     def to_pywt(self, name: str = "learned") -> Any:
         r"""The current wavelet as a ``pywt.Wavelet`` (a custom filter bank, marked orthogonal)."""
-        import pywt
-
-        bank = [f.detach().to(torch.float64).cpu().tolist() for f in self.filters()]
-        wavelet = pywt.Wavelet(name, filter_bank=bank)
-        wavelet.orthogonal = wavelet.biorthogonal = True
-        return wavelet
+        return _pywt_from_lowpass(self.lowpass(), name)
 
     def plot(self, path: str, level: int = 6) -> str:
         r"""Draw the learned scaling and wavelet functions (``pywt.Wavelet.wavefun``)
@@ -839,7 +834,7 @@ class _WaveletDistilledBase:
         self.lr, self.epochs, self.batch_size, self.random_state = lr, epochs, batch_size, random_state
 
     def _fit_features(self, X: np.ndarray) -> np.ndarray:
-        if not isinstance(self.m, (int, np.integer)) or self.m < 1:
+        if isinstance(self.m, bool) or not isinstance(self.m, (int, np.integer)) or self.m < 1:
             raise ValueError(f"m (coefficients kept per scale) must be a positive int, got {self.m!r}.")
         self.wavelet_ = self._adapt(X) if self.teacher is not None else _as_pywt(self.wavelet)
         return self._features(X)
@@ -858,6 +853,12 @@ class _WaveletDistilledBase:
             method=self.method, target=target, generator=generator,
         )
         return fitted.to_pywt()
+
+    def predict(self, X: Any) -> np.ndarray:
+        r"""The distilled model's predictions for signals ``X`` ``(n, N)``."""
+        check_is_fitted(self)
+        X = _validate_data(self, X, reset=False, dtype=np.float64)
+        return self.estimator_.predict(self._features(X))
 
     def transform(self, X: Any) -> np.ndarray:
         r"""The features of signals ``X`` ``(n, N)``: :func:`top_coefficients` of the
@@ -923,11 +924,6 @@ class WaveletDistilled(RegressorMixin, TransformerMixin, _WaveletDistilledBase, 
         self.estimator_ = clone(self.estimator if self.estimator is not None else LinearRegression()).fit(features, y)
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self)
-        X = _validate_data(self, X, reset=False, dtype=np.float64)
-        return self.estimator_.predict(self._features(X))
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # top-m sorted coefficients are a lossy summary of the signal; on arbitrary
@@ -962,11 +958,6 @@ class WaveletDistilledClassifier(ClassifierMixin, TransformerMixin, _WaveletDist
         self.estimator_ = clone(estimator).fit(features, y)
         self.classes_ = self.estimator_.classes_
         return self
-
-    def predict(self, X: Any) -> np.ndarray:
-        check_is_fitted(self)
-        X = _validate_data(self, X, reset=False, dtype=np.float64)
-        return self.estimator_.predict(self._features(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self)

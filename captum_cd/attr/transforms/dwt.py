@@ -448,9 +448,9 @@ def wavedec(x: Tensor, filters: Sequence[Tensor], level: Optional[int] = None, m
     r"""Multi-level DWT along the last dimension, equal to ``pywt.wavedec(x, wavelet,
     mode, level, axis=-1)``.
 
-    Unlike pywt, which only warns, a ``level`` above ``pywt.dwt_max_level`` raises: at
-    such depths the coefficients describe the boundary extension rather than the
-    signal, which is never what an attribution or a training loss wants.
+    A ``level`` above ``pywt.dwt_max_level`` warns, as pywt does (the deepest
+    coefficients then mostly describe the boundary extension); a level that would halve
+    the signal below one sample raises.
 
     Args:
         x (Tensor): signal of shape ``(..., N)``.
@@ -635,8 +635,8 @@ def wavedec2(
 ) -> List[Union[Tensor, Tuple[Tensor, Tensor, Tensor]]]:
     r"""Multi-level 2-D DWT over the last two dimensions, equal to ``pywt.wavedec2(x,
     wavelet, mode, level, axes=(-2, -1))``. As in :func:`wavedec`, a level above the
-    maximum (the smaller of the two axes' ``pywt.dwt_max_level``) raises instead of
-    pywt's warning.
+    maximum (the smaller of the two axes' ``pywt.dwt_max_level``) warns and an impossible
+    one raises.
 
     Args:
         x (Tensor): image of shape ``(..., H, W)``.
