@@ -51,7 +51,23 @@ def gather_at(values: Tensor, indices: Tensor, full_shape: torch.Size, n: int) -
     lead = values.shape[: values.ndim - len(full_shape)]
     flat = values.expand(*lead, *full_shape).flatten(-n)
     index = indices.flatten(-n).expand(*flat.shape[:-1], -1)
-    return flat.gather(-1, index).view(*flat.shape[:-1], *indices.shape[-n:])
+    return _GatherLast.apply(flat, index).view(*flat.shape[:-1], *indices.shape[-n:])
+
+
+class _GatherLast(torch.autograd.Function):
+    """``flat.gather(-1, index)`` keeping only the index for backward: torch's gather also
+    keeps its whole input, which for CDEP is the un-pooled activation of every group."""
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, index: Tensor) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.size = flat.shape[-1]
+        return flat.gather(-1, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.new_zeros(*grad.shape[:-1], ctx.size).scatter_add(-1, index, grad), None
 
 
 def max_pool(func, args, kwargs):
