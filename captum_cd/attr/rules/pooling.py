@@ -51,7 +51,11 @@ def gather_at(values: Tensor, indices: Tensor, full_shape: torch.Size, n: int) -
     lead = values.shape[: values.ndim - len(full_shape)]
     flat = values.expand(*lead, *full_shape).flatten(-n)
     index = indices.flatten(-n).expand(*flat.shape[:-1], -1)
-    return _GatherLast.apply(flat, index).view(*flat.shape[:-1], *indices.shape[-n:])
+    if torch.is_grad_enabled() and flat.requires_grad:
+        pooled = _GatherLast.apply(flat, index)
+    else:
+        pooled = flat.gather(-1, index)
+    return pooled.view(*flat.shape[:-1], *indices.shape[-n:])
 
 
 class _GatherLast(torch.autograd.Function):
