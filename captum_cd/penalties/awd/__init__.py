@@ -1,0 +1,48 @@
+r"""Adaptive wavelet distillation (Ha et al., NeurIPS 2021; METHODS.md section 5).
+
+Learn an orthogonal wavelet from data and a trained model ``f`` (the teacher), so that
+the model's attributions concentrate on few wavelet coefficients, then distil the model
+into a linear model on a handful of coefficients per scale:
+
+- ``adaptive_wavelet``: :class:`AdaptiveWavelet` / :class:`AdaptiveWavelet2d`, the
+  learnable wavelet (a DWT identical to PyWavelets whose lowpass filter is an
+  ``nn.Parameter``), and :func:`validity_terms`, the penalties that keep it a wavelet;
+- ``loss``: :class:`AWDLoss` (reconstruction + validity + sparsity + interpretation) and
+  :func:`fit_wavelet`, the plain training loop;
+- ``distilled``: :class:`WaveletDistilled` / :class:`WaveletDistilledClassifier`, the
+  distilled model as scikit-learn estimators (so ``GridSearchCV`` can choose the penalty
+  weights).
+
+Where the released ``awave`` code differs: its frequency penalty uses complex tensors and
+fails on current torch (here it is real arithmetic, on a grid fine enough to pin the
+condition down); its periodization is wrong for levels shorter than the filter and it
+loses the length of odd signals (the DWT here matches pywt and keeps the length); its
+``fit`` trains full-batch on CUDA by default (here mini-batches on the data's device).
+Orthogonality is a soft penalty in the reference; ``parametrization="lattice"`` makes it
+exact.
+"""
+
+from captum_cd.penalties.awd.adaptive_wavelet import (
+    AdaptiveWavelet,
+    AdaptiveWavelet2d,
+    lattice_angles,
+    lattice_filter,
+    validity_terms,
+    wavelet_distance,
+)
+from captum_cd.penalties.awd.distilled import top_coefficients, WaveletDistilled, WaveletDistilledClassifier
+from captum_cd.penalties.awd.loss import AWDLoss, fit_wavelet
+
+__all__ = [
+    "AWDLoss",
+    "AdaptiveWavelet",
+    "AdaptiveWavelet2d",
+    "WaveletDistilled",
+    "WaveletDistilledClassifier",
+    "fit_wavelet",
+    "lattice_angles",
+    "lattice_filter",
+    "top_coefficients",
+    "validity_terms",
+    "wavelet_distance",
+]

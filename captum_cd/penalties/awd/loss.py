@@ -1,0 +1,346 @@
+r"""The adaptive wavelet distillation loss and the plain loop that minimises it."""
+
+import copy
+import math
+import warnings
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn, Tensor
+
+from captum_cd.attr.contextual_decomposition import ContextualDecomposition, target_scores
+from captum_cd.penalties.awd.adaptive_wavelet import _AdaptiveWaveletBase, AdaptiveWavelet, AdaptiveWavelet2d, validity_terms
+
+DENSE_MAX = 128  # AWDLoss multiplies by the transform's matrices up to this many samples
+METHODS = ("saliency", "input_x_gradient", "cd")
+
+
+def _select(out: Tensor, target: Any, batch: int) -> Tensor:
+    """One score per example: the output itself (regression) or a class column."""
+    if target is None:
+        if out.numel() != batch:
+            raise ValueError(
+                f"the model's output has shape {tuple(out.shape)}: with target=None it must be one number per "
+                "example (a regression model); pass target=<class index> or target='predicted'."
+            )
+        return out.reshape(batch)
+    if isinstance(target, str):
+        if target != "predicted":
+            raise ValueError(f"target must be None, an int, a tensor of indices or 'predicted'; got {target!r}.")
+        target = out.detach().argmax(1)
+    if isinstance(target, int):
+        return out[:, target]
+    return out.gather(1, torch.as_tensor(target, device=out.device).view(-1, 1)).squeeze(1)
+
+
+class AWDLoss(nn.Module):
+    r"""
+    The adaptive wavelet distillation loss of a batch of inputs ``x``, with coefficients
+    ``s = Psi x`` and reconstruction ``x_hat = Psi^-1 s``. Every term is per example,
+    averaged over the batch:
+
+    - ``reconstruction``: ``||x - x_hat||^2`` (always reported: orthogonality is a soft
+      penalty with ``parametrization="filter"``, so this grows with ``lamInterp``);
+    - the :func:`validity_terms` of the filter, each reported unweighted and added to the
+      total times ``lamWave``;
+    - ``sparsity``: ``lamL1 * ||s||_1``;
+    - ``interpretation``: ``lamInterp * ||a(s)||_1``, ``a`` the attributions of the
+      trained model ``f`` to the coefficients, through ``Psi^-1`` (the model sees exactly
+      ``x``, plus ``Psi^-1`` of a zero-valued probe that carries the Jacobian) and the graph
+      kept, so the loss backpropagates into the filter.
+
+    ``total`` is their sum. ``method`` chooses ``a``:
+
+    - ``"saliency"``: ``|df/ds|`` (double backpropagation, ``create_graph=True``; what
+      the reference computes);
+    - ``"input_x_gradient"``: ``s * df/ds``;
+    - ``"cd"``: the contextual decomposition score of each coefficient, the relevant part
+      of coefficient ``i`` being ``Psi^-1(e_i s_i) = s_i psi_i`` (all coefficients
+      batched in one CD pass, :meth:`ContextualDecomposition.forward_decomposition` with
+      ``relevant=``). Memory grows as (coefficients x batch x input size).
+
+    Each equals what :class:`~captum_cd.TRIM` gives over ``wavelet.transform()`` with
+    Captum's ``Saliency`` (``abs=True``), ``InputXGradient`` or
+    :class:`~captum_cd.ContextualDecomposition`. Captum's objects themselves are not
+    accepted: they take gradients without ``create_graph``, so the loss could not reach
+    the filter.
+
+    The model is not a submodule: ``parameters()`` are the wavelet's only. Put the model
+    in eval mode.
+
+    Args:
+        model (nn.Module): the trained model (teacher).
+        wavelet (AdaptiveWavelet or AdaptiveWavelet2d): the wavelet being learned.
+        lamL1 (float, optional): weight of the sparsity term. Default: 0.1
+        lamInterp (float, optional): weight of the interpretation term. Default: 1.0
+        lamWave (float, optional): weight of the validity terms. Default: 1.0
+        method (str, optional): ``"saliency"``, ``"input_x_gradient"`` or ``"cd"``.
+                    Default: "saliency"
+        target (int, Tensor or str, optional): None for a model with one output per
+                    example (regression), a class index, a tensor of one index per
+                    example, or ``"predicted"`` (each example's arg-max class).
+                    Default: None
+
+    Examples::
+
+        >>> wavelet = AdaptiveWavelet("db5", levels=3, init_noise=0.3)
+        >>> loss_fn = AWDLoss(teacher, wavelet, lamL1=0.1, lamInterp=0.05)
+        >>> terms = loss_fn(x_batch)
+        >>> terms["total"].backward()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        wavelet: _AdaptiveWaveletBase,
+        lamL1: float = 0.1,
+        lamInterp: float = 1.0,
+        lamWave: float = 1.0,
+        method: str = "saliency",
+        target: Any = None,
+        dense: Optional[bool] = None,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+        if not isinstance(wavelet, _AdaptiveWaveletBase):
+            raise TypeError(f"wavelet must be an AdaptiveWavelet or AdaptiveWavelet2d, got {type(wavelet).__name__}.")
+        self.wavelet = wavelet
+        self.__dict__["model"] = model  # not a submodule: its parameters are not trained
+        self.__dict__["transform"] = wavelet.transform()
+        self.lamL1, self.lamInterp, self.lamWave = lamL1, lamInterp, lamWave
+        self.method, self.target, self.dense = method, target, dense
+        self.__dict__["_cd"] = ContextualDecomposition(model) if method == "cd" else None
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        r"""
+        Args:
+            x (Tensor): a batch of inputs ``(B, ..., N)`` (or ``(B, ..., H, W)``).
+
+        Returns:
+            *dict* with ``total``, ``reconstruction``, the validity terms, ``sparsity``
+            and ``interpretation`` (0-dim tensors; the graph is kept).
+        """
+        self.wavelet._check_input(x)
+        s, x_hat, atoms = self._analyse(x)
+        terms = {"reconstruction": _per_example(x - x_hat, power=2)}
+        validity = validity_terms(self.wavelet.lowpass())
+        terms.update(validity)
+        terms["sparsity"] = self.lamL1 * _per_example(s)
+        if self.lamInterp:
+            terms["interpretation"] = self.lamInterp * _per_example(self.attributions(x, s, atoms))
+        else:
+            terms["interpretation"] = s.new_zeros(())
+        terms["total"] = (
+            terms["reconstruction"] + self.lamWave * sum(validity.values()) + terms["sparsity"] + terms["interpretation"]
+        )
+        return terms
+
+    def _analyse(self, x: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """``s = Psi x``, ``x_hat = Psi^-1 s`` and, on the dense path, the synthesis
+        matrix (rows: the atoms ``psi_i``); for small signals as products with the
+        transform's matrices (built once per call by transforming the identity), which is
+        faster than batched convolutions there and gives the same values to rounding."""
+        dims = 2 if isinstance(self.wavelet, AdaptiveWavelet2d) else 1
+        size = x.shape[x.dim() - dims :]
+        n = size.numel()
+        dense = self.dense if self.dense is not None else n <= DENSE_MAX
+        if not dense:
+            s = self.transform(x)
+            return s, self.transform.inverse(s), None
+        analysis = self.transform(torch.eye(n, dtype=x.dtype, device=x.device).view(n, *size))  # (n, K)
+        synthesis = self.transform.inverse(torch.eye(analysis.shape[-1], dtype=x.dtype, device=x.device))
+        s = x.flatten(x.dim() - dims) @ analysis
+        return s, (s @ synthesis.reshape(-1, n)).unflatten(-1, size), synthesis
+
+    def attributions(self, x: Tensor, s: Tensor, atoms: Optional[Tensor] = None) -> Tensor:
+        r"""The attributions of the model to the coefficients ``s = transform(x)``, shaped
+        like ``s``, differentiable in the filter. ``atoms``: ``transform.inverse`` of the
+        unit coefficient vectors, when known."""
+        with _frozen(self.model):
+            if self.method == "cd":
+                return self._cd_scores(x, s, atoms)
+            with torch.enable_grad():  # gradients are the attributions, under no_grad too (as in Captum)
+                # df/ds = J^T grad f(x), J the Jacobian of Psi^-1. The model sees x plus Psi^-1 of
+                # a zero-valued probe: its input carries J (so the filter's gradient flows) but
+                # does not move with the filter, so no Hessian of f enters the filter's gradient
+                # (x_hat + (x - x_hat).detach() has value x yet moves with it in autograd).
+                leaf = s.detach().requires_grad_()
+                probe = self._synthesise(leaf - leaf.detach(), atoms, x)
+                out = self.model(x + probe)
+                score = _select(out, self.target, x.shape[0])
+                (gradient,) = torch.autograd.grad(score.sum(), leaf, create_graph=True)
+            return gradient.abs() if self.method == "saliency" else s * gradient
+
+    def _synthesise(self, s: Tensor, atoms: Optional[Tensor], x: Tensor) -> Tensor:
+        """``Psi^-1 s`` shaped like ``x``: a product with the synthesis matrix on the dense path."""
+        if atoms is not None and atoms.shape[0] == s.shape[-1]:
+            return (s @ atoms.reshape(atoms.shape[0], -1)).reshape(x.shape)
+        return self.transform.inverse(s)
+
+    def _cd_scores(self, x: Tensor, s: Tensor, atoms: Optional[Tensor]) -> Tensor:
+        batch, shape = s.shape[0], s.shape[1:]
+        groups = shape.numel()
+        if atoms is None or atoms.shape[0] != groups:  # atoms psi_i = Psi^-1(e_i)
+            basis = torch.eye(groups, dtype=s.dtype, device=s.device).view(groups, *shape)
+            atoms = self.transform.inverse(basis)  # (G, *input shape)
+        else:
+            atoms = atoms.reshape(groups, *x.shape[1:])
+        weights = s.reshape(batch, groups).t().reshape(groups, batch, *([1] * (x.dim() - 1)))
+        relevant = weights * atoms.unsqueeze(1)  # (G, B, *input shape)
+        out = self._cd.forward_decomposition(x, relevant=relevant)
+        target = self.target
+        if target == "predicted":
+            target = out.full.detach().argmax(1)
+        return target_scores(out.rel, out.full, target).t().reshape(batch, *shape)
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """The model's parameters out of the graph while the attributions are built: the
+    loss trains the wavelet only, so a plain ``backward()`` must leave the teacher's
+    ``.grad`` alone."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _per_example(t: Tensor, power: int = 1) -> Tensor:
+    """The batch mean of each example's sum of ``|t|^power``."""
+    values = t.pow(2) if power == 2 else t.abs()
+    return values.reshape(t.shape[0], -1).sum(1).mean()
+
+
+# ------------------------------------------------------------ training
+
+
+def _batches(data: Any, batch_size: int, generator: Optional[torch.Generator], shuffle: bool) -> Iterable[Tensor]:
+    if torch.is_tensor(data):
+        order = torch.randperm(data.shape[0], generator=generator) if shuffle else torch.arange(data.shape[0])
+        for index in order.split(batch_size):
+            yield data[index.to(data.device)]
+        return
+    for batch in data:  # a DataLoader: its own batch size; the inputs come first
+        yield batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def _check_device(model: nn.Module, device: torch.device) -> None:
+    parameter = next(model.parameters(), None)
+    if parameter is not None and parameter.device != device:
+        raise ValueError(
+            f"the model is on {parameter.device} but the data is on {device}; move one of them "
+            "(the wavelet follows the data)."
+        )
+
+
+def _epoch_loss(loss_fn: AWDLoss, data: Any, batch_size: int, generator, optimizer=None) -> Dict[str, float]:
+    """One pass over ``data``: the mean of each term (weighted by batch size); a step per
+    batch when an optimizer is given."""
+    sums: Dict[str, Tensor] = {}
+    count = 0
+    parameters = list(loss_fn.wavelet.parameters())
+    for batch in _batches(data, batch_size, generator, shuffle=optimizer is not None):
+        terms = loss_fn(batch)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].backward(inputs=parameters)
+            optimizer.step()
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0) + value.detach() * batch.shape[0]
+        count += batch.shape[0]
+    if count == 0:
+        raise ValueError("the data holds no batches.")
+    return {key: float(value) / count for key, value in sums.items()}
+
+
+def fit_wavelet(
+    model: nn.Module,
+    data: Any,
+    wavelet: Optional[_AdaptiveWaveletBase] = None,
+    lamL1: float = 0.1,
+    lamInterp: float = 1.0,
+    lamWave: float = 1.0,
+    lr: float = 1e-3,
+    epochs: int = 10,
+    batch_size: int = 100,
+    validation: Optional[Any] = None,
+    patience: int = 5,
+    progress: bool = True,
+    method: str = "saliency",
+    target: Any = None,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[_AdaptiveWaveletBase, Dict[str, List[float]]]:
+    r"""
+    Adapt a wavelet to data and a trained model: Adam on the wavelet's parameter,
+    minimising :class:`AWDLoss` over mini-batches. The wavelet is moved to the data's
+    device (the model must be there already); nothing defaults to CUDA.
+
+    Args:
+        model (nn.Module): the trained model (teacher), in eval mode; not changed.
+        data (Tensor or iterable): the inputs ``(n, ..., N)`` (shuffled into batches of
+                    ``batch_size`` every epoch), or an iterable of batches such as a
+                    ``DataLoader`` (inputs first in each batch; its own batch size).
+        wavelet (AdaptiveWavelet, optional): the wavelet to adapt, in place.
+                    Default: ``AdaptiveWavelet("db5")``
+        lamL1, lamInterp, lamWave, method, target: as for :class:`AWDLoss`.
+        lr (float, optional): Adam's learning rate. Default: 1e-3
+        epochs (int, optional): the most epochs. Default: 10
+        batch_size (int, optional): batch size for tensor data. Default: 100
+        validation (Tensor or iterable, optional): held-out inputs; with it, training stops
+                    after ``patience`` epochs without a lower validation loss and the best
+                    filter is restored. Default: None
+        patience (int, optional): see ``validation``. Default: 5
+        progress (bool, optional): show a tqdm progress bar. Default: True
+        generator (torch.Generator, optional): for the shuffling. Default: None
+
+    Returns:
+        *tuple* ``(wavelet, history)``: the adapted wavelet and a dict of per-epoch lists,
+        one per loss term (training means), plus ``"validation"`` (validation totals)
+        when validation data is given.
+
+    Examples::
+
+        >>> wavelet, history = fit_wavelet(teacher, x_train, AdaptiveWavelet("db5", levels=3),
+        ...                                lamInterp=0.05, epochs=20, validation=x_val)
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:  # before the first batch is drawn: torch's split fails unclearly on 0
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    first = next(iter(_batches(data, batch_size, None, shuffle=False)), None)
+    if first is None or first.shape[0] == 0:  # else a StopIteration or a reshape error deep in the loss
+        raise ValueError("the data holds no examples.")
+    _check_device(model, first.device)
+    if model.training:
+        warnings.warn("the model is in training mode; AWD explains a fixed model: call model.eval() first.", stacklevel=2)
+    wavelet = AdaptiveWavelet("db5") if wavelet is None else wavelet
+    wavelet.to(first.device)
+    loss_fn = AWDLoss(model, wavelet, lamL1=lamL1, lamInterp=lamInterp, lamWave=lamWave, method=method, target=target)
+    optimizer = torch.optim.Adam(wavelet.parameters(), lr=lr)
+    history: Dict[str, List[float]] = {}
+    best, best_state, stale = math.inf, None, 0
+    bar = tqdm(range(epochs), desc="AWD", disable=not progress)
+    for _ in bar:
+        for key, value in _epoch_loss(loss_fn, data, batch_size, generator, optimizer).items():
+            history.setdefault(key, []).append(value)
+        postfix = {"loss": f"{history['total'][-1]:.4g}"}
+        if validation is not None:
+            current = _epoch_loss(loss_fn, validation, batch_size, None)["total"]
+            history.setdefault("validation", []).append(current)
+            postfix["val"] = f"{current:.4g}"
+            if current < best:
+                best, best_state, stale = current, copy.deepcopy(wavelet.state_dict()), 0
+            else:
+                stale += 1
+        bar.set_postfix(postfix)
+        if validation is not None and stale >= patience:
+            break
+    if best_state is not None:
+        wavelet.load_state_dict(best_state)
+    return wavelet, history
