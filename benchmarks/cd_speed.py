@@ -27,7 +27,6 @@ import warnings
 
 import torch
 from captum.attr import DeepLift, FeatureAblation, IntegratedGradients
-from torch import nn
 
 from captum_cd import ContextualDecomposition
 from captum_cd.attr import decomposition

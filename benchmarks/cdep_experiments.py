@@ -25,7 +25,7 @@ Budget: to run on 2 CPU cores the image tasks train LeNet on a 12,000-image subs
 import argparse
 import time
 import warnings
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 import torch

@@ -2,7 +2,7 @@
 prediction, built bottom-up with CD as the joining score (Singh et al., ICLR 2019;
 METHODS.md section 2)."""
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
