@@ -512,6 +512,8 @@ class _TwoClasses(nn.Module):
         return torch.cat([t, -t], -1)
 
 
+# pandas (in the test extra) lets the dataframe checks run; scikit-learn skips its 4
+# array-API checks itself unless SCIPY_ARRAY_API=1 (these estimators take numpy only).
 @parametrize_with_checks(
     [
         WaveletDistilled(m=2),
