@@ -3,8 +3,7 @@ r"""The adaptive wavelet distillation loss and the plain loop that minimises it.
 import copy
 import math
 import warnings
-from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn, Tensor
@@ -111,7 +110,8 @@ class AWDLoss(nn.Module):
         self.__dict__["transform"] = wavelet.transform()
         self.lamL1, self.lamInterp, self.lamWave = lamL1, lamInterp, lamWave
         self.method, self.target, self.dense = method, target, dense
-        self.__dict__["_cd"] = ContextualDecomposition(model) if method == "cd" else None
+        self.__dict__["_teacher"] = _with_detached_parameters(model)
+        self.__dict__["_cd"] = ContextualDecomposition(self._teacher) if method == "cd" else None
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         r"""
@@ -158,20 +158,19 @@ class AWDLoss(nn.Module):
         r"""The attributions of the model to the coefficients ``s = transform(x)``, shaped
         like ``s``, differentiable in the filter. ``atoms``: ``transform.inverse`` of the
         unit coefficient vectors, when known."""
-        with _frozen(self.model):
-            if self.method == "cd":
-                return self._cd_scores(x, s, atoms)
-            with torch.enable_grad():  # gradients are the attributions, under no_grad too (as in Captum)
-                # df/ds = J^T grad f(x), J the Jacobian of Psi^-1. The model sees x plus Psi^-1 of
-                # a zero-valued probe: its input carries J (so the filter's gradient flows) but
-                # does not move with the filter, so no Hessian of f enters the filter's gradient
-                # (x_hat + (x - x_hat).detach() has value x yet moves with it in autograd).
-                leaf = s.detach().requires_grad_()
-                probe = self._synthesise(leaf - leaf.detach(), atoms, x)
-                out = self.model(x + probe)
-                score = _select(out, self.target, x.shape[0])
-                (gradient,) = torch.autograd.grad(score.sum(), leaf, create_graph=True)
-            return gradient.abs() if self.method == "saliency" else s * gradient
+        if self.method == "cd":
+            return self._cd_scores(x, s, atoms)
+        with torch.enable_grad():  # gradients are the attributions, under no_grad too (as in Captum)
+            # df/ds = J^T grad f(x), J the Jacobian of Psi^-1. The model sees x plus Psi^-1 of
+            # a zero-valued probe: its input carries J (so the filter's gradient flows) but
+            # does not move with the filter, so no Hessian of f enters the filter's gradient
+            # (x_hat + (x - x_hat).detach() has value x yet moves with it in autograd).
+            leaf = s.detach().requires_grad_()
+            probe = self._synthesise(leaf - leaf.detach(), atoms, x)
+            out = self._teacher(x + probe)
+            score = _select(out, self.target, x.shape[0])
+            (gradient,) = torch.autograd.grad(score.sum(), leaf, create_graph=True)
+        return gradient.abs() if self.method == "saliency" else s * gradient
 
     def _synthesise(self, s: Tensor, atoms: Optional[Tensor], x: Tensor) -> Tensor:
         """``Psi^-1 s`` shaped like ``x``: a product with the synthesis matrix on the dense path."""
@@ -196,19 +195,16 @@ class AWDLoss(nn.Module):
         return target_scores(out.rel, out.full, target).t().reshape(batch, *shape)
 
 
-@contextmanager
-def _frozen(model: nn.Module) -> Iterator[None]:
-    """The model's parameters out of the graph while the attributions are built: the
-    loss trains the wavelet only, so a plain ``backward()`` must leave the teacher's
-    ``.grad`` alone."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
+def _with_detached_parameters(model: nn.Module):
+    """The model as a function whose parameters are detached on every call: the loss
+    trains the wavelet only, so ``backward()`` leaves the teacher's ``.grad`` alone, and
+    nothing of the teacher (flags, parameters) is touched."""
+
+    def teacher(*inputs: Tensor) -> Tensor:
+        parameters = {name: p.detach() for name, p in model.named_parameters()}
+        return torch.func.functional_call(model, parameters, inputs)
+
+    return teacher
 
 
 def _per_example(t: Tensor, power: int = 1) -> Tensor:
