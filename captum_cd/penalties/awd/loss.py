@@ -80,6 +80,10 @@ class AWDLoss(nn.Module):
                     example (regression), a class index, a tensor of one index per
                     example, or ``"predicted"`` (each example's arg-max class).
                     Default: None
+        dense (bool, optional): compute the transform as products with its matrices
+                    (built from the filter once per call) instead of convolutions; the
+                    same values, faster for short signals. Default: None (dense up to
+                    128 samples)
 
     Examples::
 
