@@ -16,6 +16,7 @@ from torch import nn, Tensor
 
 from captum_cd.attr.transforms.base import Transform
 from captum_cd.attr.transforms.dwt import (
+    _analysis_pads,
     _check_mode,
     dwt_max_level,
     filter_bank,
@@ -33,8 +34,7 @@ __all__ = ["WaveletTransform", "WaveletTransform2d", "coefficient_sizes"]
 @lru_cache(maxsize=256)
 def coefficient_sizes(length: int, filter_len: int, levels: int, mode: str) -> Tuple[int, ...]:
     r"""The lengths of ``wavedec``'s outputs ``[cA_J, cD_J, ..., cD_1]`` for a signal of
-    ``length`` samples (pywt's rules: ``ceil(N / 2)`` per level in periodization,
-    ``floor((N + F - 1) / 2)`` otherwise).
+    ``length`` samples (pywt's rules, as the DWT applies them level by level).
 
     Args:
         length (int): signal length.
@@ -44,7 +44,7 @@ def coefficient_sizes(length: int, filter_len: int, levels: int, mode: str) -> T
     """
     sizes, n = [], length
     for _ in range(levels):
-        n = (n + 1) // 2 if mode == "periodization" else (n + filter_len - 1) // 2
+        n = _analysis_pads(n, filter_len, mode)[2]
         sizes.append(n)
     return tuple([n] + sizes[::-1]) if levels else (length,)
 
