@@ -335,6 +335,22 @@ def test_gradcheck_through_overlapping_max_pool_with_pending_steps():
 
     assert torch.autograd.gradcheck(of_weight, (net[0].weight.detach().clone().requires_grad_(),))
 
+
+def test_gradcheck_through_max_along_a_dimension():
+    class TokenMax(nn.Module):  # max pooling over tokens, as text models do
+        def __init__(self):
+            super().__init__()
+            self.proj, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.proj(x)).max(dim=1).values + torch.tanh(self.proj(x)).amax(dim=1))
+
+    torch.manual_seed(5)
+    net = TokenMax().double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    masks = torch.tensor([[1.0, 1, 0, 0, 0], [0, 0, 1, 1, 0]], dtype=torch.float64).unsqueeze(-1)
+    assert torch.autograd.gradcheck(lambda inp: ContextualDecomposition(net).decompose(inp, masks)[0], (x,))
+
 def test_float64_and_device_follow_the_inputs():
     net = Functional().double().eval()
     x = torch.randn(1, 3, 16, 16, dtype=torch.float64)

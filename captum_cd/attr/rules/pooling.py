@@ -51,11 +51,14 @@ def gather_at(values: Tensor, indices: Tensor, full_shape: torch.Size, n: int) -
     lead = values.shape[: values.ndim - len(full_shape)]
     flat = values.expand(*lead, *full_shape).flatten(-n)
     index = indices.flatten(-n).expand(*flat.shape[:-1], -1)
-    if torch.is_grad_enabled() and flat.requires_grad:
-        pooled = _GatherLast.apply(flat, index)
-    else:
-        pooled = flat.gather(-1, index)
-    return pooled.view(*flat.shape[:-1], *indices.shape[-n:])
+    return gather_last(flat, index).view(*flat.shape[:-1], *indices.shape[-n:])
+
+
+def gather_last(values: Tensor, index: Tensor) -> Tensor:
+    """``values.gather(-1, index)``; with a graph, backward keeps only ``index``."""
+    if torch.is_grad_enabled() and values.requires_grad:
+        return _GatherLast.apply(values, index)
+    return values.gather(-1, index)
 
 
 class _GatherLast(torch.autograd.Function):
@@ -112,7 +115,7 @@ def select_along_dim(func, args, kwargs):
     rel = x.rel.permute(0, *[d + 1 for d in kept], *[d + 1 for d in dims]).flatten(len(kept) + 1)
     index = (full.argmax if name == "max" else full.argmin)(-1, keepdim=True)
     values_full = full.gather(-1, index)
-    values_rel = rel.gather(-1, index.expand(rel.shape[0], *index.shape))
+    values_rel = gather_last(rel, index.expand(rel.shape[0], *index.shape))
     if keepdim:
         shape = [1 if d in dims else s for d, s in enumerate(x.full.shape)]
         values_full, values_rel = values_full.view(shape), values_rel.view(rel.shape[0], *shape)
