@@ -23,7 +23,7 @@ def setup():
 def test_captum_metadata():
     cd = ContextualDecomposition(small_cnn())
     assert cd.get_name() == "Contextual Decomposition"
-    assert cd.has_convergence_delta() is False
+    assert cd.has_convergence_delta() is True
     assert cd.multiplies_by_inputs is True
     with pytest.raises(NotImplementedError):
         cd.attribute_future()
@@ -95,7 +95,7 @@ def test_tuple_inputs_return_tuples_and_group_ids_span_inputs():
 def test_chunking_does_not_change_the_result(setup):
     model, x = setup
     cd = ContextualDecomposition(model)
-    torch.testing.assert_close(cd.attribute(x, target=1, groups_per_pass=7), cd.attribute(x, target=1))
+    torch.testing.assert_close(cd.attribute(x, target=1, perturbations_per_eval=7), cd.attribute(x, target=1))
 
 
 def test_agrees_with_feature_ablation_on_a_linear_model():
@@ -161,3 +161,86 @@ def test_interactions_match_three_decompositions(setup):
         rel, _ = cd.decompose(x, torch.stack([both, a[p], b[p]]))
         torch.testing.assert_close(inter[p], rel[0, :, 1] - rel[1, :, 1] - rel[2, :, 1], atol=1e-6, rtol=1e-5)
     assert cd.interactions(x, a, b).shape == (3, 4, 3)
+
+
+def test_captum_positional_order_means_the_same(setup):
+    # FeatureAblation's order: inputs, baselines, target, additional_forward_args, feature_mask.
+    model, x = setup
+    cd = ContextualDecomposition(model)
+    ids = torch.arange(4).view(2, 2).repeat_interleave(4, 0).repeat_interleave(4, 1)[None, None]
+    labels = torch.tensor([0, 1, 2, 1])
+    torch.testing.assert_close(cd.attribute(x, None, labels, None, ids), cd.attribute(x, target=labels, feature_mask=ids))
+
+
+@pytest.mark.parametrize("baselines", [torch.tensor([0, 1, 2, 1]), [0, 1, 2, 1], 1])
+def test_labels_in_the_baselines_slot_are_refused_with_a_hint(setup, baselines):
+    model, x = setup
+    with pytest.raises(ValueError, match="takes no baselines.*target="):
+        ContextualDecomposition(model).attribute(x, baselines)
+
+
+def test_float_baselines_are_refused(setup):
+    model, x = setup
+    with pytest.raises(ValueError, match="baselines must be None") as info:
+        ContextualDecomposition(model).attribute(x, torch.zeros_like(x), target=0)
+    assert "labels" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_perturbations_per_eval_must_be_a_positive_int(setup, value):
+    model, x = setup
+    with pytest.raises(ValueError, match="perturbations_per_eval"):
+        ContextualDecomposition(model).attribute(x, target=0, perturbations_per_eval=value)
+
+
+def test_convergence_delta_the_captum_way(setup):
+    model, x = setup
+    cd = ContextualDecomposition(model)
+    attr, delta = cd.attribute(x, target=1, return_convergence_delta=True)
+    torch.testing.assert_close(attr, cd.attribute(x, target=1))
+    assert delta.shape == (4,) and delta.abs().max() < 1e-5
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0, :, :4], masks[1, :, 4:] = 1, 1
+    relevant, irrelevant = cd.decompose(x, masks)
+    assert cd.compute_convergence_delta((relevant, irrelevant), x, target=1).abs().max() < 1e-5
+    # The delta is measured against an ordinary forward pass, so it can fail: a pair
+    # that does not add up to the model's output shows its error.
+    shifted = cd.compute_convergence_delta((relevant, irrelevant + 0.25), x, target=1)
+    torch.testing.assert_close(shifted, torch.full((4,), 0.25), atol=1e-5, rtol=0)
+    with pytest.raises(TypeError, match="relevant, irrelevant"):
+        cd.compute_convergence_delta(attr, x, target=1)
+
+
+def test_convergence_delta_catches_a_rule_that_changes_the_forward_values():
+    from captum_cd import Decomposition
+
+    def wrong_tanh(func, args, kwargs):  # the ordinary activation computed wrongly
+        x = args[0]
+        return Decomposition(torch.tanh(x.full) + 0.5, torch.tanh(x.rel))
+
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 2)).eval()
+    x = torch.randn(3, 5)
+    _, delta = ContextualDecomposition(model).attribute(x, target=0, return_convergence_delta=True)
+    assert delta.abs().max() < 1e-5
+    _, delta = ContextualDecomposition(model, rules={torch.tanh: wrong_tanh}).attribute(
+        x, target=0, return_convergence_delta=True
+    )
+    assert delta.abs().min() > 1e-3
+
+
+def test_noise_tunnel_passes_the_convergence_delta_through(setup):
+    model, x = setup
+    nt = NoiseTunnel(ContextualDecomposition(model))
+    attr, delta = nt.attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=1, return_convergence_delta=True)
+    assert attr.shape == x.shape and delta.shape == (12,) and delta.abs().max() < 1e-5
+
+
+def test_show_progress_draws_a_bar(setup, capsys):
+    model, x = setup
+    cd = ContextualDecomposition(model)
+    attr = cd.attribute(x, target=1, perturbations_per_eval=16, show_progress=True)
+    err = capsys.readouterr().err
+    assert "Contextual Decomposition attribution" in err and "4/4" in err
+    torch.testing.assert_close(attr, cd.attribute(x, target=1))
+    cd.attribute(x, target=1)
+    assert capsys.readouterr().err == ""

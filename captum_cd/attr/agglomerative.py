@@ -76,7 +76,7 @@ class AgglomerativeCD(Attribution):
         score: str = "class",
         additional_forward_args: Optional[object] = None,
         tokens: Optional[Sequence[Sequence[str]]] = None,
-        groups_per_pass: int = 512,
+        perturbations_per_eval: int = 512,
     ) -> Union[Hierarchy, List[Hierarchy]]:
         r"""
         Builds the hierarchy of each example.
@@ -104,7 +104,7 @@ class AgglomerativeCD(Attribution):
                         models, as the original text code does). Default: "class"
             additional_forward_args (Any, optional): Further model arguments.
             tokens (list of list of str, optional): The words, for pictures.
-            groups_per_pass (int, optional): Groups per batched CD pass. Default: 512
+            perturbations_per_eval (int, optional): Groups per batched CD pass. Default: 512
 
         Returns:
             :class:`~captum_cd.Hierarchy` for a single example (1-D token ids ``(T,)``
@@ -119,7 +119,7 @@ class AgglomerativeCD(Attribution):
             example = inputs[b : b + 1]
             args = _slice_args(additional_forward_args, b, inputs.shape[0])
             units = self._units(example, block_size, superpixels)
-            scorer = _Scorer(self.cd, example, args, units, targets[b], score, groups_per_pass)
+            scorer = _Scorer(self.cd, example, args, units, targets[b], score, perturbations_per_eval)
             if units.unit_map.ndim == 1:
                 h = _agglomerate_1d(scorer, units, percentile, max_iterations)
                 h.tokens = tokens[b] if tokens is not None else None

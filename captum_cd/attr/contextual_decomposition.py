@@ -8,6 +8,7 @@ import torch
 from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn, Tensor
+from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import (
     _expand_target,
@@ -105,7 +106,8 @@ class ContextualDecomposition(Attribution):
         return True
 
     def has_convergence_delta(self) -> bool:
-        return False
+        # relevant + irrelevant = output is checkable: see compute_convergence_delta.
+        return True
 
     def attribute_future(self) -> None:
         r"""
@@ -216,20 +218,31 @@ class ContextualDecomposition(Attribution):
     def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: None = None,
         target: TargetType = None,
         additional_forward_args: Optional[object] = None,
         feature_mask: Union[None, Tensor, Tuple[Tensor, ...]] = None,
-        groups_per_pass: Optional[int] = None,
-    ) -> TensorOrTupleOfTensorsGeneric:
+        perturbations_per_eval: Optional[int] = None,
+        show_progress: bool = False,
+        return_convergence_delta: bool = False,
+    ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
         r"""
         Each feature receives the CD score of its group: the relevant part of the
         target output when the group alone is decomposed.
+
+        The positional order is Captum's (``inputs, baselines, target,
+        additional_forward_args, feature_mask``, as in FeatureAblation), so a call
+        written for FeatureAblation or IntegratedGradients means the same here.
 
         Args:
 
             inputs (Tensor or tuple[Tensor, ...]): Input for which attributions are
                         computed; dimension 0 is the batch. With ``layer``, the model's
                         inputs (attributions are then over the layer's output).
+            baselines (None): CD needs no baseline (the rest of the input is the
+                        irrelevant part, not a reference). Must be None; the
+                        argument exists so positional calls keep Captum's order.
+                        Default: None
             target (int, tuple, Tensor, or list, optional): Output indices for which
                         the scores are returned, in any of Captum's forms: an int or
                         tuple for every example, or a tensor or list with one entry
@@ -239,17 +252,27 @@ class ContextualDecomposition(Attribution):
                         not decomposed. Default: None
             feature_mask (Tensor or tuple[Tensor, ...], optional): Integer group ids,
                         as in Captum's FeatureAblation: shaped like the input or
-                        broadcastable to it, with a first dimension of 1 (shared) or
-                        the batch size. Features with the same id (across the inputs
-                        of a tuple, too) form one group. Default: None (every scalar
-                        feature is its own group)
-            groups_per_pass (int, optional): How many groups go through one batched
-                        pass; bounds memory. Default: None (as many as keep groups
-                        times batch size at most 1024)
+                        broadcastable to it. Features with the same id (across the
+                        inputs of a tuple, too) form one group. Default: None (every
+                        scalar feature is its own group)
+            perturbations_per_eval (int, optional): How many groups go through one
+                        batched pass (each pass holds at most
+                        ``perturbations_per_eval * batch`` rows, as in
+                        FeatureAblation); bounds memory. Default: None (as many as
+                        keep groups times batch size at most 1024)
+            show_progress (bool, optional): Show a tqdm progress bar over the
+                        batched passes. Default: False
+            return_convergence_delta (bool, optional): Also return, per example,
+                        ``relevant + irrelevant - output`` at the target, the group
+                        with the largest deviation (see
+                        :meth:`compute_convergence_delta`); CD is exact, so it is 0
+                        up to rounding. Default: False
 
         Returns:
-            *Tensor* or *tuple[Tensor, ...]* of **attributions**: shaped like
-            ``inputs`` (like the layer's output with ``layer``).
+            *Tensor* or *tuple[Tensor, ...]* of **attributions** shaped like
+            ``inputs`` (like the layer's output with ``layer``), or with
+            ``return_convergence_delta`` a 2-element tuple of **attributions** and
+            **delta** (*Tensor* of shape ``(B,)``).
 
         Examples::
 
@@ -257,7 +280,9 @@ class ContextualDecomposition(Attribution):
             >>> # 4x4 blocks of a 28x28 image as groups
             >>> ids = torch.arange(49).view(7, 7).repeat_interleave(4, 0).repeat_interleave(4, 1)
             >>> attr = cd.attribute(images, target=labels, feature_mask=ids[None, None])
+            >>> attr = cd.attribute(images, None, labels, None, ids[None, None])  # Captum's order
         """
+        _check_no_baselines(baselines, type(self).__name__)
         is_tuple = _is_tuple(inputs)
         inputs = _format_tensor_into_tuples(inputs)
         shapes = self._feature_shapes(inputs, additional_forward_args)
@@ -268,15 +293,86 @@ class ContextualDecomposition(Attribution):
         else:
             ids = tuple(m.to(device) for m in _format_tensor_into_tuples(feature_mask))
             n_groups, group_masks, assign = _groups_from_ids(ids, shapes, batch)
-        per_pass = groups_per_pass or max(1, _DEFAULT_ROWS_PER_PASS // max(batch, 1))
-        scores = []
-        with torch.no_grad():
-            for start in range(0, n_groups, per_pass):
+        per_pass = _positive_int(perturbations_per_eval, "perturbations_per_eval") or max(
+            1, _DEFAULT_ROWS_PER_PASS // max(batch, 1)
+        )
+        scores, deltas = [], []
+        starts = range(0, n_groups, per_pass)
+        bar = tqdm(total=len(starts), desc=f"{self.get_name()} attribution", disable=not show_progress)
+        with torch.no_grad(), bar:
+            wanted = return_convergence_delta and not self.stop_at_softmax
+            reference = self._reference_output(inputs, additional_forward_args) if wanted else None
+            for start in starts:
                 masks = group_masks(start, min(start + per_pass, n_groups))
                 out = self.forward_decomposition(inputs, masks, additional_forward_args)
                 scores.append(target_scores(out.rel, out.full, target))
-        attributions = assign(torch.cat(scores, dim=0))
-        return _format_output(is_tuple, attributions)
+                if return_convergence_delta:
+                    deltas.append(self._deviation(out.rel, out.full - out.rel, out.full, reference, target))
+                bar.update()
+        attributions = _format_output(is_tuple, assign(torch.cat(scores, dim=0)))
+        if return_convergence_delta:
+            return attributions, _largest(torch.cat(deltas, dim=0))
+        return attributions
+
+    def compute_convergence_delta(
+        self,
+        attributions: Tuple[Tensor, Tensor],
+        inputs: TensorOrTuple,
+        target: TargetType = None,
+        additional_forward_args: Optional[object] = None,
+    ) -> Tensor:
+        r"""
+        CD's completeness error, Captum's convergence delta:
+        ``relevant + irrelevant - output`` at the target, where ``output`` is an
+        ordinary forward pass of the model (with ``stop_at_softmax``, the logits of
+        the decomposition's own pass). CD is exact, so this is 0 up to rounding; a
+        larger value means a rule computed the ordinary activation wrongly.
+
+        Args:
+
+            attributions (tuple[Tensor, Tensor]): The pair ``(relevant,
+                        irrelevant)`` that :meth:`decompose` returns, each of shape
+                        ``(G, B, *output_shape)``. (The scores of :meth:`attribute`
+                        alone do not determine the irrelevant parts; use its
+                        ``return_convergence_delta=True`` instead.)
+            inputs (Tensor or tuple[Tensor, ...]): The inputs that were decomposed.
+            target (int, tuple, Tensor, or list, optional): As in :meth:`attribute`.
+                        Default: None (the output is one number per example)
+            additional_forward_args (Any, optional): As in :meth:`attribute`.
+
+        Returns:
+            *Tensor* of **deltas**, shape ``(B,)``: for each example, the deviation
+            of the group that deviates most (signed).
+        """
+        if not (isinstance(attributions, tuple) and len(attributions) == 2):
+            raise TypeError(
+                "attributions must be the pair (relevant, irrelevant) that decompose() returns; "
+                "for attribute() pass return_convergence_delta=True."
+            )
+        relevant, irrelevant = attributions
+        inputs = _format_tensor_into_tuples(inputs)
+        with torch.no_grad():
+            full = relevant + irrelevant
+            reference = None if self.stop_at_softmax else self._reference_output(inputs, additional_forward_args)
+            return _largest(self._deviation(relevant, irrelevant, full[0], reference, target))
+
+    def _reference_output(self, inputs: Tuple[Tensor, ...], additional_forward_args) -> Tensor:
+        """The model's ordinary output, computed without any decomposition."""
+        args = _format_additional_forward_args(additional_forward_args) or ()
+        return self.forward_func(*inputs, *args)
+
+    def _deviation(self, relevant: Tensor, irrelevant: Tensor, full: Tensor, reference, target) -> Tensor:
+        """``relevant + irrelevant - output`` at the target, shape ``(G, B)``."""
+        output = full if reference is None or self.stop_at_softmax else reference
+        if output.shape != relevant.shape[1:]:
+            raise ValueError(
+                f"relevant parts of shape {tuple(relevant.shape)} do not fit the model's output of "
+                f"shape {tuple(output.shape)}; expected (G, *{tuple(output.shape)})."
+            )
+        deviation = relevant + irrelevant - output.unsqueeze(0)
+        if target is None and deviation.shape[2:].numel() != 1:
+            return deviation.flatten(2).gather(2, deviation.flatten(2).abs().argmax(2, keepdim=True))[..., 0]
+        return target_scores(deviation, output, target)
 
     def interactions(
         self,
@@ -355,6 +451,36 @@ class ContextualDecomposition(Attribution):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _check_no_baselines(baselines: object, method: str) -> None:
+    """CD has no baselines; a positional call in Captum's order puts them second."""
+    if baselines is None:
+        return
+    labels = isinstance(baselines, (int, list)) or (
+        isinstance(baselines, Tensor) and not baselines.is_floating_point()
+    )
+    hint = (
+        " It looks like labels: pass them as target= (positionally, Captum's order is "
+        "inputs, baselines, target, ...)."
+        if labels
+        else ""
+    )
+    raise ValueError(
+        f"{method} takes no baselines (the rest of the input is the irrelevant part, not a "
+        f"reference); baselines must be None, got {type(baselines).__name__}.{hint}"
+    )
+
+
+def _positive_int(value: Optional[int], name: str) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
+    return value
+
+
+def _largest(deviation: Tensor) -> Tensor:
+    """Per example, the signed value of largest magnitude over the groups: (G, B) -> (B,)."""
+    return deviation.gather(0, deviation.abs().argmax(0, keepdim=True))[0]
 
 
 def _check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[nn.Module]) -> None:

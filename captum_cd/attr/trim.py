@@ -164,7 +164,7 @@ class TRIM(Attribution):
             ids = torch.arange(shape.numel(), device=inputs.device).view(1, *shape)
             feature_mask = ids.unsqueeze(-1).expand(1, *shape, 2) if complex_pair else ids
         values, index = torch.unique(feature_mask.to(inputs.device), return_inverse=True)
-        batch, per_pass = inputs.shape[0], method_kwargs.get("groups_per_pass") or max(1, 1024 // inputs.shape[0])
+        batch, per_pass = inputs.shape[0], method_kwargs.get("perturbations_per_eval") or max(1, 1024 // inputs.shape[0])
         scores = []
         with torch.no_grad():
             for start in range(0, len(values), per_pass):
