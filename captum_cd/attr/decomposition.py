@@ -19,6 +19,7 @@ chain on a quarter of the elements (conv - ReLU - pool is the common case).
 
 import contextlib
 import contextvars
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -44,6 +45,11 @@ class Decomposition(Tensor):
     full: Tensor
     _rel: Tensor
     _pending: Tuple[Pending, ...]
+    # Set only on the result of a view op (x[:, :4], x.view(-1), x.t(), ...): how it was
+    # taken from which Decomposition, so an in-place op on it writes into that base.
+    _view: Optional["ViewOf"] = None
+    # Weak references to the views taken of this value, refreshed when it changes in place.
+    _views: Optional[list] = None
 
     @staticmethod
     def __new__(cls, full: Tensor, rel: Tensor, pending: Sequence[Pending] = ()):
@@ -80,9 +86,21 @@ class Decomposition(Tensor):
         return self.full - self.rel
 
     def _assign(self, other: "Decomposition") -> "Decomposition":
-        # An in-place operation rebinds this object's parts (the storage is never read).
-        self.full, self._rel, self._pending = other.full, other._rel, other._pending
+        """The result of an in-place op on this value: rebinds its parts (the storage is
+        never read). A view writes into its base instead, as torch's views do, and the
+        base's views (this one included) are taken again from the updated base."""
+        if self._view is None or not self._view.write(other):
+            self._rebind(other.full, other._rel, other._pending)
         return self
+
+    def _rebind(self, full: Tensor, rel: Tensor, pending: Tuple[Pending, ...]) -> None:
+        self.full, self._rel, self._pending = full, rel, pending
+        if self._views:
+            live = [v for v in (ref() for ref in self._views) if v is not None]
+            self._views = [weakref.ref(v) for v in live]
+            for view in live:
+                fresh = view._view.take(self)
+                view._rebind(fresh.full, fresh._rel, fresh._pending)
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -93,6 +111,82 @@ class Decomposition(Tensor):
     def __repr__(self) -> str:  # pragma: no cover - a convenience for debugging
         with torch._C.DisableTorchFunctionSubclass():
             return f"Decomposition(groups={self.groups}, full={self.full!r})"
+
+
+class ViewOf:
+    """How a view was taken: ``rule(func, args, kwargs)`` with the base at ``slot`` of
+    the arguments (an index of ``args`` or a keyword), item ``item`` of a tuple result."""
+
+    __slots__ = ("base", "rule", "func", "args", "kwargs", "slot", "item")
+
+    def __init__(self, base: Decomposition, rule: Callable, func: Callable, args: tuple, kwargs: dict, slot: Any, item: Optional[int]):
+        self.base, self.rule, self.func, self.args, self.kwargs = base, rule, func, args, kwargs
+        self.slot, self.item = slot, item
+
+    def take(self, base: Decomposition) -> Decomposition:
+        """The same view of ``base`` (or of a copy of it)."""
+        args, kwargs = self.args, self.kwargs
+        if isinstance(self.slot, int):
+            args = args[: self.slot] + (base,) + args[self.slot + 1 :]
+        else:
+            kwargs = {**kwargs, self.slot: base}
+        with torch._C.DisableTorchFunctionSubclass():
+            out = self.rule(self.func, args, kwargs)
+        return out if self.item is None else out[self.item]
+
+    def write(self, value: Decomposition) -> bool:
+        """Writes ``value`` into the part of the base this view shows; False where the view
+        op copied (torch's write stays local then too)."""
+        base = self.base
+        with torch._C.DisableTorchFunctionSubclass():
+            full, rel = base.full.clone(), base.rel.clone()
+            taken = self.take(Decomposition(full, rel))
+            if not _aliases(taken.full, full):
+                return False
+            if not _aliases(taken.rel, rel):
+                raise self._error("its relevant parts are a copy, so the write cannot reach the tensor it was taken from")
+            try:
+                taken.full.copy_(value.full)
+                taken.rel.copy_(value.rel)
+            except RuntimeError as error:  # torch refuses some (views of split under autograd)
+                raise self._error(f"torch refuses it: {error}") from None
+        base._assign(Decomposition(full, rel))
+        return True
+
+
+    def _error(self, why: str) -> DecompositionError:
+        from captum_cd.attr.errors import function_name
+
+        return DecompositionError(
+            f"an in-place operation writes through a view taken by {function_name(self.func)}, "
+            f"and {why}; compute the value out of place (y = x.clone(); y[...] = ...)."
+        )
+
+
+def _aliases(view: Tensor, base: Tensor) -> bool:
+    return view is base or view._base is base
+
+
+def _root(t: Tensor) -> Tensor:
+    return t if t._base is None else t._base
+
+
+def mark_view(result: Any, rule: Callable, func: Callable, args: tuple, kwargs: dict) -> None:
+    """Records ``result`` of a view op as a view of its decomposed input where its full
+    activation aliases the input's (a real torch view, or the input itself)."""
+    slot, base = next(((i, a) for i, a in enumerate(args[:1]) if isinstance(a, Decomposition)), (None, None))
+    if base is None:
+        slot, base = next(((k, kwargs[k]) for k in ("input", "self") if isinstance(kwargs.get(k), Decomposition)), (None, None))
+    if base is None:
+        return
+    items = [(None, result)] if isinstance(result, Decomposition) else list(enumerate(result)) if isinstance(result, (tuple, list)) else []
+    root = _root(base.full)
+    for item, out in items:
+        if isinstance(out, Decomposition) and out is not base and out._view is None and _root(out.full) is root:
+            out._view = ViewOf(base, rule, func, args, kwargs, slot, item)
+            if base._views is None:
+                base._views = []
+            base._views.append(weakref.ref(out))
 
 
 def apply_pending(rel: Tensor, pending: Sequence[Pending]) -> Tensor:
@@ -135,10 +229,19 @@ class DecompositionContext:
     scoped_rules: list = field(default_factory=list)
     # Softmax outputs computed from decomposed logits: id(output) -> (logits, output, frame).
     softmax_outputs: Dict[int, Tuple[Decomposition, Tensor, Any]] = field(default_factory=dict)
+    # False for the context outside any call, which must not keep anything.
+    collects: bool = True
+
+    def remember_softmax(self, logits: Decomposition, out: Tensor, frame: Any) -> None:
+        if self.collects:
+            self.softmax_outputs[id(out)] = (logits, out, frame)
 
 
+# Ops on a Decomposition outside a call (a returned output used further) see this one:
+# it holds no state, so nothing is kept between calls or shared between threads.
+OUTSIDE = DecompositionContext(collects=False)
 _CONTEXT: contextvars.ContextVar[DecompositionContext] = contextvars.ContextVar(
-    "captum_cd_decomposition_context", default=DecompositionContext()
+    "captum_cd_decomposition_context", default=OUTSIDE
 )
 
 

@@ -4,7 +4,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from captum_cd.attr.decomposition import Decomposition, DecompositionContext, current_context
+from captum_cd.attr.decomposition import Decomposition, DecompositionContext, current_context, mark_view
 from captum_cd.attr.errors import (
     DecompositionError,
     UnsupportedOperationError,
@@ -12,6 +12,20 @@ from captum_cd.attr.errors import (
     function_name,
 )
 from captum_cd.attr.rules.registry import RULES, Rule, out_of_place
+
+
+T = torch.Tensor
+# Functions whose result may share memory with their input, as torch's views do: an
+# in-place op on the result must write into the input. Only their results are checked.
+VIEW_FUNCS = frozenset([
+    T.__getitem__, T.view, T.view_as, T.reshape, torch.reshape, T.reshape_as, T.flatten, torch.flatten,
+    T.unflatten, torch.unflatten, T.transpose, torch.transpose, T.swapaxes, torch.swapaxes, T.movedim,
+    torch.movedim, T.permute, torch.permute, T.t, torch.t, T.T.__get__, T.mT.__get__, T.narrow, torch.narrow,
+    T.select, torch.select, T.unsqueeze, torch.unsqueeze, T.squeeze, torch.squeeze, T.expand, T.expand_as,
+    T.diagonal, torch.diagonal, T.unbind, torch.unbind, T.split, torch.split, T.chunk, torch.chunk,
+    T.tensor_split, torch.tensor_split, T.contiguous, T.detach, torch.detach, T.to, T.type_as, T.float,
+    T.double, T.half, T.bfloat16, T.cpu, T.cuda,
+])  # fmt: skip
 
 
 def find_rule(func: Callable, context: DecompositionContext) -> Optional[Rule]:
@@ -38,7 +52,10 @@ def dispatch(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
     with torch._C.DisableTorchFunctionSubclass():
         try:
             if base is None:
-                return rule(func, args, kwargs)
+                result = rule(func, args, kwargs)
+                if func in VIEW_FUNCS:
+                    mark_view(result, rule, func, args, kwargs)
+                return result
             result = rule(base, args, {**kwargs, "inplace": False} if "inplace" in kwargs else kwargs)
         except DecompositionError as error:
             if getattr(error, "located", False):

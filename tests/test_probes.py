@@ -1,0 +1,259 @@
+"""Probes at the edges: bad and unusual calls, each checked for a right number or a clear
+error, and for leaving the user's model and torch's global state exactly as they were.
+
+``Snapshot`` records everything a call could leave behind; ``probe`` runs a call between
+two snapshots (refused calls included) and fails on any difference.
+"""
+
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Optional
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captum_cd import ContextualDecomposition
+from captum_cd.attr.decomposition import current_context, Decomposition, OUTSIDE
+
+
+# ---------------------------------------------------------------------- the snapshot
+
+
+def _hooks(module: nn.Module) -> Dict[str, Any]:
+    names = ["_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+             "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_state_dict_hooks",
+             "_load_state_dict_pre_hooks"]  # fmt: skip
+    return {n: list(getattr(module, n, {}).items()) for n in names}
+
+
+class Snapshot:
+    """Training flags, parameters and buffers (values, versions, requires_grad, grads),
+    hooks, instance attributes (a patched ``forward``), and torch's global state."""
+
+    def __init__(self, model: Optional[nn.Module]):
+        self.model = model
+        self.modules = []
+        for name, m in (model.named_modules() if model is not None else []):
+            tensors = {f"p.{k}": p for k, p in m.named_parameters(recurse=False)}
+            tensors.update({f"b.{k}": b for k, b in m.named_buffers(recurse=False) if b is not None})
+            self.modules.append((name, m, m.training, set(vars(m)), _hooks(m), {
+                k: (t.detach().clone(), t._version, t.requires_grad, None if t.grad is None else t.grad.clone())
+                for k, t in tensors.items()
+            }))
+        self.torch_state = _torch_state()
+
+    def assert_same(self) -> None:
+        for name, m, training, attrs, hooks, tensors in self.modules:
+            where = f"module '{name}' ({type(m).__name__})"
+            assert m.training == training, f"{where}: training flag changed"
+            assert set(vars(m)) == attrs, f"{where}: attributes changed: {set(vars(m)) ^ attrs}"
+            assert _hooks(m) == hooks, f"{where}: hooks changed"
+            now = {f"p.{k}": p for k, p in m.named_parameters(recurse=False)}
+            now.update({f"b.{k}": b for k, b in m.named_buffers(recurse=False) if b is not None})
+            assert now.keys() == tensors.keys(), f"{where}: parameters or buffers added or removed"
+            for k, (value, version, requires_grad, grad) in tensors.items():
+                t = now[k]
+                assert torch.equal(t.detach(), value), f"{where}: {k} changed"
+                assert t._version == version, f"{where}: {k} was written in place"
+                assert t.requires_grad == requires_grad, f"{where}: {k}.requires_grad changed"
+                assert (t.grad is None) == (grad is None), f"{where}: {k}.grad appeared or vanished"
+                assert grad is None or torch.equal(t.grad, grad), f"{where}: {k}.grad changed"
+        changed = _diff(self.torch_state, _torch_state())
+        assert not changed, f"torch's global state changed: {changed}"
+
+
+def _torch_state() -> Dict[str, Any]:
+    context = current_context()
+    return {
+        "grad": torch.is_grad_enabled(),
+        "inference": torch.is_inference_mode_enabled(),
+        "dtype": torch.get_default_dtype(),
+        "threads": torch.get_num_threads(),
+        "rng": torch.get_rng_state(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "anomaly": torch.is_anomaly_enabled(),
+        "context": (context is OUTSIDE, len(OUTSIDE.softmax_outputs), len(OUTSIDE.scoped_rules), len(OUTSIDE.rules)),
+        "torch_function": torch._C._is_torch_function_enabled(),
+    }
+
+
+def _diff(a: Dict[str, Any], b: Dict[str, Any]) -> list:
+    same = lambda u, v: torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v  # noqa: E731
+    return [k for k in a if not same(a[k], b[k])]
+
+
+@contextlib.contextmanager
+def probe(model: Optional[nn.Module]):
+    """Fails if anything of ``model`` or of torch's global state differs after the block,
+    whether the block returned or raised."""
+    snapshot = Snapshot(model)
+    try:
+        yield snapshot
+    finally:
+        snapshot.assert_same()
+
+
+def refused(model, call: Callable[[], Any], error=Exception, match: Optional[str] = None):
+    """``call`` raises ``error`` matching ``match`` and leaves everything as it was."""
+    with probe(model):
+        with pytest.raises(error, match=match) as info:
+            call()
+    return info.value
+
+
+def answered(model, call: Callable[[], Any]):
+    with probe(model):
+        return call()
+
+
+# ---------------------------------------------------------------------- models
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+
+
+class Stem(nn.Module):
+    """``lin2(edit(relu(lin1(x))))``: ``edit`` is the in-place code under test."""
+
+    def __init__(self, edit: Callable):
+        super().__init__()
+        self.lin1, self.lin2, self.edit = nn.Linear(6, 8), nn.Linear(8, 3), edit
+
+    def forward(self, x):
+        return self.lin2(self.edit(torch.relu(self.lin1(x))))
+
+
+def test_the_snapshot_notices_what_it_should():
+    """The helper itself: each kind of change is caught (else every probe is void)."""
+    changes = [
+        lambda m: m.train(),
+        lambda m: m[0].weight.data.add_(1),
+        lambda m: m[0].weight.requires_grad_(False),
+        lambda m: m[0].register_forward_hook(lambda *a: None),
+        lambda m: m[0].register_forward_pre_hook(lambda *a: None),
+        lambda m: setattr(m[0], "forward", m[0].forward),
+        lambda m: torch.set_grad_enabled(False),
+        lambda m: torch.rand(1),
+        lambda m: OUTSIDE.softmax_outputs.__setitem__(0, None),
+    ]
+    for change in changes:
+        model = mlp()
+        grad = torch.is_grad_enabled()
+        with pytest.raises(AssertionError):
+            with probe(model):
+                change(model)
+        torch.set_grad_enabled(grad)
+        OUTSIDE.softmax_outputs.clear()
+    bn = nn.Sequential(nn.BatchNorm1d(3))
+    with pytest.raises(AssertionError, match="running_mean changed"):
+        with probe(bn):
+            bn(torch.randn(4, 3))
+
+
+# ---------------------------------------------------------------------- in-place through views
+
+# Each pair: the same edit written in place through a view and written out of place.
+EDITS = {
+    "slice mul_": (lambda h: (h[:, :4].mul_(2), h)[1], lambda h: torch.cat([h[:, :4] * 2, h[:, 4:]], 1)),
+    "view(-1)[:3] +=": (
+        lambda h: [h.view(-1).__setitem__(slice(0, 3), h.view(-1)[:3].__iadd__(1)), h][1],
+        lambda h: torch.cat([h.reshape(-1)[:3] + 1, h.reshape(-1)[3:]]).view(h.shape),
+    ),
+    "v = h[:, 2:]; v[:, 0] = 0": (
+        lambda h: [h[:, 2:].__setitem__((slice(None), 0), 0), h][1],
+        lambda h: torch.cat([h[:, :2], torch.zeros_like(h[:, 2:3]), h[:, 3:]], 1),
+    ),
+    "relu(slice, inplace)": (
+        lambda h: (F.relu(h[:, :4].sub_(0.3), inplace=True), h)[1],
+        lambda h: torch.cat([F.relu(h[:, :4] - 0.3), h[:, 4:]], 1),
+    ),
+    "t().add_": (lambda h: (h.t().add_(1), h)[1], lambda h: h + 1),
+    "view of a view": (
+        lambda h: (h.view(5, 2, 4)[:, 1].transpose(0, 1)[1:].mul_(-1), h)[1],
+        lambda h: torch.cat([h[:, :5], -h[:, 5:], ], 1),
+    ),
+    "split then add_": (
+        lambda h: (h.split(3, dim=1)[1].add_(2), h)[1],
+        lambda h: torch.cat([h[:, :3], h[:, 3:6] + 2, h[:, 6:]], 1),
+    ),
+    "base written, view read": (
+        lambda h: [v := h[:, 2:], h.mul_(3), torch.cat([h[:, :2], v], 1)][2],
+        lambda h: h * 3,
+    ),
+    "sibling views overlap": (
+        lambda h: [a := h[:, :4], b := h[:, 2:6], a.mul_(2), torch.cat([b, h[:, 6:], h[:, :2]], 1)][3],
+        lambda h: torch.cat([h[:, 2:4] * 2, h[:, 4:6], h[:, 6:], h[:, :2] * 2], 1),
+    ),
+}
+
+
+def _edit_net(edit: Callable, reference: nn.Module) -> nn.Module:
+    net = Stem(edit)
+    net.load_state_dict(reference.state_dict())
+    return net.eval()
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_in_place_through_a_view_matches_the_out_of_place_code(name):
+    in_place, out_of_place = EDITS[name]
+    reference = Stem(out_of_place).eval()
+    net = _edit_net(in_place, reference)
+    x, masks = torch.randn(5, 6), (torch.rand(4, 6) > 0.5).float()
+    # torch refuses in-place writes into split's outputs under autograd; so does CD (below)
+    with torch.no_grad() if name == "split then add_" else contextlib.nullcontext():
+        expected_rel, expected_irrel = ContextualDecomposition(reference).decompose(x, masks)
+        rel, irrel = answered(net, lambda: ContextualDecomposition(net).decompose(x, masks))
+    torch.testing.assert_close(rel, expected_rel, rtol=0, atol=1e-6)
+    torch.testing.assert_close(irrel, expected_irrel, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        output = reference(x)
+        torch.testing.assert_close(net(x.clone()), output)  # the edit itself is what we think
+    torch.testing.assert_close(rel + irrel, output.expand_as(rel), rtol=0, atol=1e-5)  # completeness
+
+
+def test_a_write_torch_refuses_is_an_error_that_names_the_view():
+    net = _edit_net(EDITS["split then add_"][0], Stem(lambda h: h))
+    x = torch.randn(5, 6)
+    refused(net, lambda: ContextualDecomposition(net).decompose(x, torch.ones(1, 6)), match=r"view taken by torch\.Tensor\.split.*out of place")
+
+
+def test_in_place_on_a_view_keeps_gradients():
+    in_place, out_of_place = EDITS["slice mul_"]
+    reference = Stem(out_of_place).eval()
+    net = _edit_net(in_place, reference)
+    x, masks = torch.randn(5, 6), torch.ones(1, 6)
+    masks[0, :3] = 0
+    grads = []
+    for model in (reference, net):
+        rel, _ = ContextualDecomposition(model).decompose(x, masks)
+        grads.append(torch.autograd.grad(rel.sum(), model.lin1.weight)[0])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_in_place_on_the_tensor_itself_still_works():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.relu = nn.Linear(6, 6), nn.Linear(6, 3), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            h = self.a(x)
+            h += x
+            return self.b(self.relu(h))
+
+    net = Residual().eval()
+    x, masks = torch.randn(4, 6), (torch.rand(3, 6) > 0.5).float()
+    rel, irrel = answered(net, lambda: ContextualDecomposition(net).decompose(x, masks))
+    with torch.no_grad():
+        torch.testing.assert_close(rel + irrel, net(x).expand_as(rel))
+        # out of place: the same numbers
+        ref = lambda x: net.b(F.relu(net.a(x) + x))  # noqa: E731
+    torch.testing.assert_close(rel, ContextualDecomposition(ref).decompose(x, masks)[0])
