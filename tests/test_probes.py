@@ -257,3 +257,91 @@ def test_in_place_on_the_tensor_itself_still_works():
         # out of place: the same numbers
         ref = lambda x: net.b(F.relu(net.a(x) + x))  # noqa: E731
     torch.testing.assert_close(rel, ContextualDecomposition(ref).decompose(x, masks)[0])
+
+
+# ---------------------------------------------------------------------- threads
+
+
+class Rendezvous(nn.Module):
+    """Identity; every forward waits here until all threads arrive, so the calls are
+    inside the model at the same time (hooks of every call installed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.barrier: Optional[threading.Barrier] = None
+
+    def forward(self, x):
+        if self.barrier is not None:
+            self.barrier.wait(timeout=30)
+        return x
+
+
+def _threaded_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 8), Rendezvous(), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)).eval()
+
+
+def _jobs(net: nn.Module, x: torch.Tensor):
+    """Calls that install different hooks on the same modules, and a plain forward."""
+    import captum_cd
+
+    masks, layer_masks = (torch.rand(3, 6) > 0.5).float(), (torch.rand(2, 8) > 0.5).float()
+    plain = ContextualDecomposition(net)
+    at_layer = ContextualDecomposition(net, layer=net[0])
+    scoped = ContextualDecomposition(net, module_rules={"4": {torch.tanh: captum_cd.rules.relu_form}})
+    replaced = ContextualDecomposition(net, module_rules={nn.Tanh: lambda module, h: h * 0.5})
+    return {
+        "plain": lambda: plain.decompose(x, masks),
+        "layer": lambda: at_layer.decompose(x, layer_masks),
+        "scoped rules": lambda: scoped.decompose(x, masks),
+        "replaced forward": lambda: replaced.decompose(x, masks),
+        "model(x)": lambda: (net(x),),
+    }
+
+
+def _bitwise_equal(a, b) -> bool:
+    return all(type(u) is torch.Tensor and torch.equal(u, v) for u, v in zip(a, b)) and len(a) == len(b)
+
+
+@pytest.mark.parametrize("repeats", [4])
+def test_calls_from_several_threads_at_once_equal_single_threaded_runs(repeats):
+    net = _threaded_net()
+    x = torch.randn(4, 6)
+    jobs = _jobs(net, x)
+    with torch.no_grad():
+        expected = {name: job() for name, job in jobs.items()}  # one at a time
+    # the plain forward is the model's own output; CD's "plain" relevant + irrelevant is too
+    torch.testing.assert_close(sum(expected["plain"]), expected["model(x)"][0].expand(3, -1, -1))
+
+    def run(name):
+        with torch.no_grad():
+            return [jobs[name]() for _ in range(repeats)]
+
+    with probe(net):
+        net[1].barrier = threading.Barrier(len(jobs))
+        try:
+            with ThreadPoolExecutor(len(jobs)) as pool:
+                results = dict(zip(jobs, pool.map(run, list(jobs))))
+        finally:
+            net[1].barrier = None
+    for name, outs in results.items():
+        for out in outs:
+            assert _bitwise_equal(out, expected[name]), name
+
+
+def test_a_plain_forward_in_another_thread_is_not_decomposed_while_cd_runs():
+    """The plain thread's forward runs while the CD call's hooks are installed."""
+    net = _threaded_net()
+    x = torch.randn(4, 6)
+    jobs = _jobs(net, x)
+    with torch.no_grad():
+        expected = net(x)
+    for name in ("layer", "scoped rules", "replaced forward"):
+        net[1].barrier = threading.Barrier(2)
+        try:
+            with ThreadPoolExecutor(2) as pool, torch.no_grad():
+                cd_call, plain_call = pool.submit(jobs[name]), pool.submit(net, x)
+                out = plain_call.result()
+                cd_call.result()
+        finally:
+            net[1].barrier = None
+        assert type(out) is torch.Tensor and torch.equal(out, expected), name

@@ -1,7 +1,6 @@
 """Contextual decomposition (CD) as a Captum attribution method."""
 
 import contextlib
-import functools
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
@@ -21,8 +20,14 @@ from captum_cd.attr._captum_compat import (
     TargetType,
     TensorOrTupleOfTensorsGeneric,
 )
-from captum_cd.attr.decomposition import Decomposition, DecompositionContext, decomposition_context
+from captum_cd.attr.decomposition import (
+    current_context,
+    Decomposition,
+    DecompositionContext,
+    decomposition_context,
+)
 from captum_cd.attr.errors import call_site, DecompositionError
+from captum_cd.attr.rules._util import fulls, leaves
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 ModuleKey = Union[str, nn.Module, type]
@@ -418,9 +423,16 @@ class ContextualDecomposition(Attribution):
         if self.layer is None:
             return [x.shape for x in inputs]
         shapes: List[torch.Size] = []
-        hook = self.layer.register_forward_hook(lambda m, a, out: shapes.append(out.shape))
+        # The hook records only this pass: other threads may run the model meanwhile.
+        context = DecompositionContext(model=self.forward_func, collects=False)
+
+        def record(shape: Optional[torch.Size]) -> None:
+            if current_context() is context:
+                shapes.append(shape)
+
+        hook = self.layer.register_forward_hook(lambda m, a, out: record(out.shape))
         try:
-            with torch.no_grad():
+            with torch.no_grad(), decomposition_context(context):
                 self.forward_func(*inputs, *(_format_additional_forward_args(additional_forward_args) or ()))
         finally:
             hook.remove()
@@ -438,12 +450,10 @@ class ContextualDecomposition(Attribution):
         undo: List[Callable[[], None]] = []
         try:
             for module, rule in _resolve_module_rules(model, self.module_rules):
-                if isinstance(rule, dict):  # hooks that return None change nothing
-                    enter = module.register_forward_pre_hook(lambda m, a, r=rule: context.scoped_rules.append(r))
-                    leave = module.register_forward_hook(lambda m, a, o: context.scoped_rules.pop() and None)
-                    undo += [enter.remove, leave.remove]
+                if isinstance(rule, dict):
+                    undo += _scope_rules(module, rule, context)
                 else:
-                    undo.append(_replace_forward(module, rule))
+                    undo += _replace_forward(module, rule, context)
             yield
         finally:
             for step in reversed(undo):
@@ -555,9 +565,15 @@ def _relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "i
 
 @contextlib.contextmanager
 def _decompose_at(layer: nn.Module, masks, relevant=None) -> Iterator[List[int]]:
+    """Starts the decomposition at ``layer`` while the current call runs. Entered inside
+    the call's context; the hooks act only for that context, so other threads running
+    the model meanwhile (plainly or in their own CD call) are not affected."""
     calls = [0]
+    owner = current_context()
 
     def start_here(module, args, output):
+        if current_context() is not owner:
+            return None
         calls[0] += 1
         if not isinstance(output, Tensor) or not output.is_floating_point():
             raise DecompositionError(
@@ -726,23 +742,42 @@ def _resolve_module_rules(model: nn.Module, module_rules: Dict[ModuleKey, Any]):
             raise TypeError(f"module_rules keys are modules, module classes or names; got {key!r}.")
 
 
-def _replace_forward(module: nn.Module, rule: Callable) -> Callable[[], None]:
-    """Replaces ``module.forward`` by ``rule`` for decomposed inputs; returns the undo."""
-    had_own = "forward" in module.__dict__
-    original = module.forward
+def _scope_rules(module: nn.Module, rules: Dict[Callable, Callable], context: DecompositionContext) -> List[Callable[[], None]]:
+    """Function rules that hold while ``module`` runs in this call (not in other threads)."""
 
-    @functools.wraps(original)
-    def forward(*args, **kwargs):
-        if any(isinstance(a, Decomposition) for a in list(args) + list(kwargs.values())):
-            return rule(module, *args, **kwargs)
-        return original(*args, **kwargs)
+    def enter(m, args):
+        if current_context() is context:
+            context.scoped_rules.append(rules)
 
-    module.forward = forward
+    def leave(m, args, output):
+        if current_context() is context:
+            context.scoped_rules.pop()
 
-    def undo() -> None:
-        if had_own:
-            module.forward = original
-        else:
-            del module.forward
+    return [module.register_forward_pre_hook(enter).remove, module.register_forward_hook(leave).remove]
 
-    return undo
+
+def _replace_forward(module: nn.Module, rule: Callable, context: DecompositionContext) -> List[Callable[[], None]]:
+    """``rule`` answers ``module`` for decomposed inputs in this call. ``module.forward`` is
+    never patched (other threads see the module as it is): a pre-hook computes the rule's
+    output and hands the module's own forward the ordinary activations, and a forward hook
+    returns the rule's output in place of the ordinary one."""
+    answers: List[Any] = []  # a stack: the module may run inside itself
+
+    def before(m, args, kwargs):
+        if current_context() is not context:
+            return None
+        if not any(isinstance(v, Decomposition) for v in leaves((args, kwargs))):
+            answers.append(None)
+            return None
+        answers.append(rule(m, *args, **kwargs))
+        return fulls(args), fulls(kwargs)
+
+    def after(m, args, kwargs, output):
+        if current_context() is not context:
+            return None
+        return answers.pop()
+
+    return [
+        module.register_forward_pre_hook(before, with_kwargs=True).remove,
+        module.register_forward_hook(after, with_kwargs=True, prepend=True).remove,
+    ]
