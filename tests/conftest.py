@@ -6,6 +6,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))  # reference_cd and the models of the tests
 
+from _torchvision_cpu import declare_missing_torchvision_ops  # noqa: E402
+
+declare_missing_torchvision_ops()  # before anything imports torchvision (timm, transformers do)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():

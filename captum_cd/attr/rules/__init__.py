@@ -3,12 +3,16 @@ r"""The rules of contextual decomposition, one family a file.
 ================  ==============================================================
 family            what it covers
 ================  ==============================================================
-affine            Linear, ConvNd, ConvTransposeNd: bias split by magnitude
-activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest)
+affine            Linear, ConvNd, ConvTransposeNd, addmm: bias split by magnitude
+activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest);
+                  functions infinite at 0 (rsqrt, 1/x, log) over their argument's lineage
 pooling           max pooling and max/min along a dim: winners from the full
 normalization     BatchNorm (eval), LayerNorm, GroupNorm, InstanceNorm, RMSNorm
 stochastic        dropout (identity in eval mode)
-arithmetic        constants (added: a bias; multiplied: linear), residual sums
+arithmetic        constants (added: a bias; multiplied: linear), residual sums;
+                  products: one function of one tensor (Shapley form), a broadcast
+                  gate or statistic (from the full), two full factors (Shapley split)
+lineage           which tensor a value is an elementwise function of
 structural        view, cat, indexing, padding, average pooling, sums, matmul, ...
 passthrough       metadata, comparisons, factories, softmax: computed on the full
 recurrent         LSTM (three players, bias first), GRU (derived alike), plain RNN

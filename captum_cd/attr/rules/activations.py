@@ -13,6 +13,13 @@ symmetric in the two parts.
 
 Both run lazily (see :mod:`captum_cd.attr.decomposition`), so a max pool that follows
 runs them on the pooled elements only.
+
+Functions infinite at 0 (``rsqrt``, ``reciprocal``, ``log``, negative powers) have no
+``f(0)``: they take the Shapley form of the whole elementwise expression they end
+(``rsqrt(var + eps)``, ``1 / (1 + exp(-x))``, see :mod:`~captum_cd.attr.rules.lineage`),
+computed only if it is needed; applied to a raw activation, their result may serve as a
+statistic (a factor broadcast against a decomposed value, RMSNorm's ``rsqrt``) and is an
+error as a value of its own.
 """
 
 import functools
@@ -23,6 +30,8 @@ import torch.nn.functional as F
 from captum_cd.attr.decomposition import pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, fulls, is_dec
+from captum_cd.attr.rules.arithmetic import singular
+from captum_cd.attr.rules.lineage import extend
 from captum_cd.attr.rules.registry import register_rule
 
 T = torch.Tensor
@@ -41,9 +50,14 @@ SHAPLEY_FORM = [
     F.hardswish, F.hardsigmoid, F.logsigmoid, F.softsign, F.tanhshrink,
     torch.exp, T.exp, torch.expm1, T.expm1, torch.erf, T.erf, torch.special.erf,
     torch.sin, T.sin, torch.cos, T.cos, torch.atan, T.atan, torch.arctan, T.arctan,
-    torch.square, T.square, torch.sinh, T.sinh, torch.asinh, T.asinh,
+    torch.square, T.square, torch.sinh, T.sinh, torch.asinh, T.asinh, torch.sqrt, T.sqrt,
+    torch.log1p, T.log1p, torch.special.expit,
 ]  # fmt: skip
 
+SINGULAR = [
+    torch.rsqrt, T.rsqrt, torch.reciprocal, T.reciprocal, torch.log, T.log, torch.log2, T.log2,
+    torch.log10, T.log10,
+]  # fmt: skip
 CLAMP = [torch.clamp, T.clamp, torch.clip, T.clip]
 POWER = [torch.pow, T.pow, T.__pow__]
 LEAKY = [F.prelu, F.rrelu]
@@ -75,7 +89,7 @@ def _shapley_step(rel, z, out, f, f0):
 def relu_form(func, args, kwargs):
     """Rule for piecewise-linear activations with ``f(0) = 0``: ``beta' = f(beta)``."""
     x, f = _elementwise(func, args, kwargs)
-    return pending_decomposition(f(x.full), x, functools.partial(_relu_step, f=f))
+    return extend(pending_decomposition(f(x.full), x, functools.partial(_relu_step, f=f)), x, f)
 
 
 def shapley_activation(func, args, kwargs):
@@ -83,7 +97,7 @@ def shapley_activation(func, args, kwargs):
     x, f = _elementwise(func, args, kwargs)
     out = f(x.full)
     f0 = f(x.full.new_zeros(()))
-    return pending_decomposition(out, x, functools.partial(_shapley_step, f=f, f0=f0), x.full, out)
+    return extend(pending_decomposition(out, x, functools.partial(_shapley_step, f=f, f0=f0), x.full, out), x, f)
 
 
 def clamp(func, args, kwargs):
@@ -98,14 +112,26 @@ def clamp(func, args, kwargs):
 
 
 def power(func, args, kwargs):
-    """``x ** n`` for a non-negative integer n: Shapley form (``f(0)`` must be finite)."""
+    """``x ** p`` for a constant p: Shapley form for p >= 0; a negative exponent is
+    infinite at 0 (:func:`singular_function`)."""
     exponent = argument(args, kwargs, 1, "exponent")
-    if not (isinstance(exponent, (int, float)) and float(exponent).is_integer() and exponent >= 0):
+    if not isinstance(exponent, (int, float)):
         raise DecompositionError(
-            f"{function_name(func)}: only a decomposed base with a constant non-negative "
-            f"integer exponent has a rule (got exponent {exponent!r})."
+            f"{function_name(func)}: only a decomposed base with a constant exponent has a rule "
+            f"(got exponent {type(exponent).__name__})."
         )
+    if exponent < 0:
+        return singular_function(func, args, kwargs)
     return shapley_activation(func, args, kwargs)
+
+
+def singular_function(func, args, kwargs):
+    """``rsqrt``, ``reciprocal``, ``log``, ``x ** -p``: infinite at 0, so the Shapley form
+    is taken over the expression they are applied to (``rsqrt(var + eps)`` is finite at
+    0); of a raw activation, the result can only be a statistic (a factor broadcast
+    against a decomposed value, as RMSNorm's). See :func:`~captum_cd.attr.rules.arithmetic.singular`."""
+    x, f = _elementwise(func, args, kwargs)
+    return singular(f(x.full), x, f, function_name(func))
 
 
 def leaky(func, args, kwargs):
@@ -137,5 +163,6 @@ register_rule(RELU_FORM, relu_form)
 register_rule(SHAPLEY_FORM, shapley_activation)
 register_rule(CLAMP, clamp)
 register_rule(POWER, power)
+register_rule(SINGULAR, singular_function)
 register_rule(LEAKY, leaky)
 register_rule(F.hardtanh, hardtanh)

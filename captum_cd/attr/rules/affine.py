@@ -6,12 +6,14 @@ parts and the bias is split per output element in proportion to the magnitudes
 as ``out - b - W beta``: one extra bias-free call on the G relevant parts, nothing more.
 """
 
+import torch
 import torch.nn.functional as F
 
 from captum_cd.attr.decomposition import Decomposition, pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, replace_argument, split_bias
 from captum_cd.attr.rules.registry import register_rule
+from captum_cd.attr.rules.structural import _bilinear
 
 # function -> number of spatial dimensions (0 for linear: any leading dimensions work)
 AFFINE = {
@@ -51,4 +53,21 @@ def affine(func, args, kwargs):
     return pending_decomposition(out, u, split_bias, out, bias)
 
 
+def add_matmul(func, args, kwargs):
+    """``addmm``/``baddbmm``: ``beta * input + alpha * (m1 @ m2)``, Hugging Face's ``Conv1D``
+    (GPT-2) among others. The product is the contraction rule's; a constant ``input`` is a
+    bias, split as above; a decomposed one adds its parts."""
+    bias, m1, m2 = (argument(args, kwargs, i, name) for i, name in enumerate(("input", "mat1", "mat2")))
+    if func in (torch.baddbmm, torch.Tensor.baddbmm):
+        m1, m2 = argument(args, kwargs, 1, "batch1"), argument(args, kwargs, 2, "batch2")
+    scale_bias, scale_product = kwargs.get("beta", 1), kwargs.get("alpha", 1)
+    out = func(*fulls(args), **fulls(kwargs))
+    u = _bilinear(torch.matmul, m1, m2, out.ndim) * scale_product if is_dec(m1) or is_dec(m2) else None
+    if is_dec(bias):
+        rel = bias.rel * scale_bias if u is None else u + bias.rel * scale_bias
+        return Decomposition(out, rel.expand(rel.shape[0], *out.shape))
+    return pending_decomposition(out, u, split_bias, out, bias * scale_bias)
+
+
 register_rule(AFFINE, affine)
+register_rule([torch.addmm, torch.Tensor.addmm, torch.baddbmm, torch.Tensor.baddbmm], add_matmul)

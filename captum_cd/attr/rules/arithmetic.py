@@ -5,12 +5,31 @@ r"""Arithmetic with constants, and of two decomposed values.
   ``|beta|`` and ``|gamma|`` (METHODS.md section 1).
 - Multiplication or division by a constant is linear: it scales both parts.
 - The sum of two decomposed values (a residual connection) adds the parts.
-- The product of two decomposed values keeps ``beta_a * beta_b`` as relevant; every cross
-  term involves the rest of the input, so it goes to the irrelevant part (the same
-  convention as the LSTM rule's gate products).
 
-"Constant" means: not decomposed. Tensors computed from the full activation (a mask
-``x > 0``, a norm) are constants too.
+Products (and quotients) of two decomposed values, in this order:
+
+1. *The same function written two ways.* Both factors are elementwise functions of one
+   decomposed tensor ``z`` (``x * sigmoid(x)``, ``0.5 * x * (1 + tanh(...))``,
+   ``x / (1 + exp(-x))``; see :mod:`~captum_cd.attr.rules.lineage`): the product is that
+   function ``h`` of ``z``, decomposed with the activations' two-player Shapley form,
+   ``beta' = 1/2 [h(beta) - h(0) + h(z) - h(z - beta)]``. A hand-written SiLU or GELU
+   gets what ``F.silu`` / ``F.gelu`` get.
+2. *A gate or a statistic.* A factor broadcast against the other (fewer elements, size-1
+   dimensions expanded: a squeeze-and-excitation gate ``(B, C, 1, 1)``, RMSNorm's
+   ``rsqrt(mean(x^2))`` of shape ``(B, T, 1)``) is computed from the full activation and
+   applied to the parts of the other factor: ``beta' = beta_a * b``, as attention
+   probabilities and LayerNorm statistics are.
+3. *Two full-shape factors* (a gated MLP, ``silu(W_g x) * (W_u x)``): the two-player
+   Shapley split of the bilinear map between the relevant parts and the rest,
+   ``beta' = beta_a beta_b + 1/2 (beta_a gamma_b + gamma_a beta_b)
+   = 1/2 (beta_a b + a beta_b)``. Keeping only ``beta_a beta_b`` (the LSTM rule's
+   convention for its gates) roughly squares the relevant share at every product, so
+   deep stacks of gates leave nothing relevant; the split keeps it on the scale of the
+   output.
+
+Division by a decomposed value follows 1. and 2.; a quotient of two unrelated full-shape
+values has no rule. "Constant" means: not decomposed. Tensors computed from the full
+activation (a mask ``x > 0``, a norm) are constants too.
 """
 
 import functools
@@ -20,6 +39,7 @@ import torch
 from captum_cd.attr.decomposition import Decomposition, pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import align, argument, fulls, is_dec, split_bias
+from captum_cd.attr.rules.lineage import common_root, compose, extend, lineage, shapley_of_root, with_lineage
 from captum_cd.attr.rules.registry import register_rule
 
 T = torch.Tensor
@@ -29,6 +49,7 @@ SUB = [torch.sub, T.sub, T.__sub__, torch.subtract, T.subtract]
 RSUB = [torch.rsub, T.__rsub__]
 MUL = [torch.mul, T.mul, T.__mul__, T.__rmul__, torch.multiply, T.multiply]
 DIV = [torch.div, T.div, T.__truediv__, torch.true_divide, T.true_divide, torch.divide, T.divide]
+RDIV = [T.__rtruediv__, T.__rdiv__]
 NEG = [torch.neg, T.neg, T.__neg__, torch.negative, T.negative]
 
 
@@ -47,41 +68,69 @@ def add(func, args, kwargs):
     out = func(*fulls(args), **fulls(kwargs))
     if is_dec(a) and is_dec(b):
         rel = align(a.rel, out.ndim) * sign_a + align(b.rel, out.ndim) * sign_b
-        return Decomposition(out, rel)
+        lin = common_root(a, b, functools.partial(_signed_sum, sign_a=sign_a, sign_b=sign_b))
+        result = Decomposition(out, rel)
+        return with_lineage(result, lin) if lin is not None and out.shape == a.full.shape else result
     (d, d_sign), (c, c_sign) = ((a, sign_a), (b, sign_b)) if is_dec(a) else ((b, sign_b), (a, sign_a))
     bias = c * c_sign if c_sign != 1 else c
     if d_sign == 1 and out.shape == d.full.shape:
-        return pending_decomposition(out, d, split_bias, out, bias)
-    return pending_decomposition(out, align(d.rel, out.ndim) * d_sign, split_bias, out, bias)
+        result = pending_decomposition(out, d, split_bias, out, bias)
+    else:
+        result = pending_decomposition(out, align(d.rel, out.ndim) * d_sign, split_bias, out, bias)
+    return extend(result, d, functools.partial(_signed_sum, other=bias, sign_a=d_sign))
+
+
+def _signed_sum(t, other=0, sign_a=1, sign_b=1):
+    return t * sign_a + other * sign_b if sign_a != 1 or sign_b != 1 else t + other
 
 
 def mul(func, args, kwargs):
-    """Scaling by a constant is linear; the product of two decomposed values keeps
-    ``beta_a * beta_b`` (module docstring)."""
+    """Scaling by a constant is linear; products of two decomposed values: module docstring."""
     a, b = _operands(args, kwargs)
     out = func(*fulls(args), **fulls(kwargs))
     if is_dec(a) and is_dec(b):
-        return Decomposition(out, align(a.rel, out.ndim) * align(b.rel, out.ndim))
+        return _product(a, b, out, torch.mul)
     d, c = (a, b) if is_dec(a) else (b, a)
     if out.shape == d.full.shape:
-        return pending_decomposition(out, d, torch.mul, c)
+        return extend(pending_decomposition(out, d, torch.mul, c), d, functools.partial(torch.mul, other=c))
     return Decomposition(out, align(d.rel, out.ndim) * c)
+
+
+def _product(a: Decomposition, b: Decomposition, out, op) -> Decomposition:
+    """``op(a, b)`` (mul or div) of two decomposed values: the three cases of the docstring."""
+    lin = common_root(a, b, op)
+    if lin is not None and out.shape == a.full.shape:
+        return with_lineage(Decomposition(out, shapley_of_root(lin, out)), lin)
+    a_full, b_full = a.full.shape == out.shape, b.full.shape == out.shape
+    if a_full and not b_full:  # b is a gate or statistic from the full activation
+        return Decomposition(out, op(a.rel, b.full))
+    if op is torch.div:
+        raise DecompositionError(
+            "dividing by a decomposed value has a rule only when the divisor is broadcast "
+            "against the dividend (a statistic such as a norm) or when both are elementwise "
+            "functions of the same tensor."
+        )
+    if b_full and not a_full:
+        return Decomposition(out, a.full * b.rel)
+    rel_a, rel_b = align(a.rel, out.ndim), align(b.rel, out.ndim)
+    return Decomposition(out, 0.5 * (rel_a * b.full + a.full * rel_b))
 
 
 def div(func, args, kwargs):
     a, b = _operands(args, kwargs)
-    if is_dec(b):
-        raise DecompositionError(
-            f"{function_name(func)}: dividing by a decomposed value has no rule (only "
-            "division of a decomposed value by a constant is linear)."
-        )
-    out = func(*fulls(args), **fulls(kwargs))
+    if func in RDIV:  # x.__rtruediv__(c) is c / x
+        a, b = b, a
     mode = kwargs.get("rounding_mode")
     if mode is not None:
         raise DecompositionError(f"{function_name(func)} with rounding_mode={mode!r} is not linear; it has no rule.")
+    out = func(*fulls(args), **fulls(kwargs))
+    if is_dec(b):
+        if is_dec(a):
+            return _product(a, b, out, torch.div)
+        return singular(out, b, functools.partial(_divide_into, dividend=a), function_name(func))
     step = functools.partial(_divide, divisor=b)
     if out.shape == a.full.shape:
-        return pending_decomposition(out, a, step)
+        return extend(pending_decomposition(out, a, step), a, step)
     return Decomposition(out, step(align(a.rel, out.ndim)))
 
 
@@ -89,12 +138,42 @@ def _divide(rel, divisor):
     return rel / divisor
 
 
+def _divide_into(rel, dividend):
+    return dividend / rel
+
+
+def singular(out, x: Decomposition, step, name: str) -> Decomposition:
+    """``step(x)`` for a function infinite at 0 (``1/x``, ``rsqrt``, ``log``): the Shapley
+    form needs ``f(0)``, so it is applied to the function of the tensor ``x`` comes from
+    (``1 / (1 + exp(-x))`` is finite at 0); a raw activation has no decomposition through
+    it, but its result can still serve as a gate or statistic (product rule 2)."""
+    if out.shape != x.full.shape:
+        raise DecompositionError(f"{name} of a decomposed value broadcast to a larger shape has no rule.")
+    base = lineage(x)
+    if base.root is x:  # a raw activation: step(0) is infinite
+        return pending_decomposition(out, x._rel, functools.partial(_no_decomposition, name=name))
+    lin = base._replace(fn=functools.partial(compose, step, base.fn))
+    return with_lineage(pending_decomposition(out, x._rel, functools.partial(_lazy_shapley, lin=lin, out=out)), lin)
+
+
+def _lazy_shapley(unused, lin, out):
+    return shapley_of_root(lin, out)
+
+
+def _no_decomposition(unused, name):
+    raise DecompositionError(
+        f"{name} of a decomposed activation has no decomposition: it is infinite at 0. Its result "
+        "can be a statistic (a factor broadcast against a decomposed value, as in RMSNorm) or a "
+        "function of an expression finite at 0 (1 / (1 + exp(-x))), not a value of its own."
+    )
+
+
 def neg(func, args, kwargs):
     x = args[0]
-    return pending_decomposition(func(x.full), x, torch.neg)
+    return extend(pending_decomposition(func(x.full), x, torch.neg), x, torch.neg)
 
 
 register_rule(ADD + SUB + RSUB, add)
 register_rule(MUL, mul)
-register_rule(DIV, div)
+register_rule(DIV + RDIV, div)
 register_rule(NEG, neg)

@@ -36,7 +36,8 @@ def attention_weights(q: Tensor, k: Tensor, attn_mask=None, is_causal: bool = Fa
         scores = scores.masked_fill(~causal, float("-inf"))
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    return scores.softmax(-1)
+    # a fully masked row (a padded query) attends to nothing, as SDPA's math path has it
+    return torch._safe_softmax(scores, -1) if hasattr(torch, "_safe_softmax") else scores.softmax(-1).nan_to_num(0.0)
 
 
 def _groups(*values) -> int:

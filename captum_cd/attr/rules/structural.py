@@ -124,6 +124,8 @@ def concatenate(func, args, kwargs):
     """``cat``/``stack``: a constant piece is irrelevant (zeros in the relevant part)."""
     tensors = argument(args, kwargs, 0, "tensors")
     dim = argument(args, kwargs, 1, "dim", 0)
+    if func is not torch.stack:  # cat skips legacy empty 1-D tensors (a key-value cache's start)
+        tensors = [t for t in tensors if is_dec(t) or not (t.ndim == 1 and t.numel() == 0)]
     groups = next(t for t in tensors if is_dec(t)).rel.shape[0]
     rels = [t.rel if is_dec(t) else zero_rel(t, groups) for t in tensors]
     full = func([t.full if is_dec(t) else t for t in tensors], dim)
@@ -150,14 +152,37 @@ def masked_fill(func, args, kwargs):
 
 
 def contraction(func, args, kwargs):
-    """``matmul`` with a constant is linear; of two decomposed values, ``beta_a @ beta_b``."""
-    a, b = args[0] if args else kwargs["input"], argument(args, kwargs, 1, "other")
+    """``matmul``/``mm``/``bmm`` with a constant is linear; of two decomposed values, the
+    two-player Shapley split of the bilinear map, ``1/2 (beta_a @ b + a @ beta_b)``, as
+    for elementwise products (:mod:`~captum_cd.attr.rules.arithmetic`)."""
+    a, b = args[0] if args else kwargs["input"], argument(args, kwargs, 1, "other", argument(args, kwargs, 1, "mat2"))
     out = func(*fulls((a, b)))
     if min(v.full.ndim if is_dec(v) else v.ndim for v in (a, b)) < 2:
         return vmapped(func, args, kwargs)
-    rel_a = align(a.rel, out.ndim) if is_dec(a) else a
-    rel_b = align(b.rel, out.ndim) if is_dec(b) else b
-    return Decomposition(out, func(rel_a, rel_b))
+    # mm and bmm check their operands' ndim: the relevant parts (G in front) use matmul
+    return Decomposition(out, _bilinear(torch.matmul, a, b, out.ndim))
+
+
+def _bilinear(op, a, b, ndim):
+    if is_dec(a) and is_dec(b):
+        return 0.5 * (op(align(a.rel, ndim), b.full) + op(a.full, align(b.rel, ndim)))
+    return op(align(a.rel, ndim) if is_dec(a) else a, align(b.rel, ndim) if is_dec(b) else b)
+
+
+def shape_of_other(func, args, kwargs):
+    """``view_as``/``reshape_as``/``expand_as``/``type_as``: only the other tensor's shape
+    or dtype is read, so a decomposed ``other`` is used as its full activation."""
+    x, other = args[0], argument(args, kwargs, 1, "other")
+    other = other.full if is_dec(other) else other
+    if not is_dec(x):
+        return func(x, other)
+    rule = view_like if func in (T.view_as, T.reshape_as) else vmapped
+    target = T.view if func is T.view_as else T.reshape
+    if func in (T.view_as, T.reshape_as):
+        return rule(target, (x, tuple(other.shape)), {})
+    if func is T.type_as:
+        return dim_shifted((), ())(T.to, (x, other.dtype), {})
+    return rule(func, (x, other), {})
 
 
 # --- maps that treat dimension 0 as a batch: fold G into it -----------------------------
@@ -226,7 +251,7 @@ DIM_SHIFTED = {
            T.cumsum, torch.cumsum, T.index_select, torch.index_select],
     (2,): [T.chunk, torch.chunk, T.split, torch.split, T.tensor_split, torch.tensor_split],
     (): [T.contiguous, T.clone, torch.clone, T.detach, torch.detach, T.to, T.float, T.double,
-         T.half, T.bfloat16, T.type_as, T.cpu, T.cuda],
+         T.half, T.bfloat16, T.cpu, T.cuda],
 }  # fmt: skip
 DIM_NAMES = ["dim", "dim0", "dim1", "start_dim", "end_dim", "source", "destination", "axis0", "axis1"]
 REDUCTIONS = [T.sum, torch.sum, T.mean, torch.mean]
@@ -239,9 +264,9 @@ BATCH_LINEAR = {
     F.pixel_shuffle: _fixed(2), F.pixel_unshuffle: _fixed(2), F.unfold: _fixed(2), F.fold: _fixed(1),
 }  # fmt: skip
 VMAPPED = [
-    T.squeeze, torch.squeeze, T.expand, T.expand_as, T.repeat, T.roll, torch.roll, T.flip, torch.flip,
+    T.squeeze, torch.squeeze, T.expand, T.repeat, T.roll, torch.roll, T.flip, torch.flip,
     T.t, torch.t, T.gather, torch.gather, T.diagonal, torch.diagonal, T.tile, torch.tile,
-    T.repeat_interleave, torch.repeat_interleave, T.view_as, T.reshape_as, T.diff, torch.diff,
+    T.repeat_interleave, torch.repeat_interleave, T.diff, torch.diff,
     T.take_along_dim, torch.take_along_dim, T.trace, torch.trace, torch.einsum,
 ]  # fmt: skip
 
@@ -259,6 +284,7 @@ register_rule([c for c in CONTRACTIONS if c is not torch.einsum], contraction)
 for _func, _spatial in BATCH_LINEAR.items():
     register_rule(_func, batch_linear(_spatial))
 register_rule(VMAPPED, vmapped)
+register_rule([T.view_as, T.reshape_as, T.expand_as, T.type_as], shape_of_other)
 register_rule(T.__iter__, iterate)
 register_rule([T.T.__get__, T.mT.__get__], vmapped)
 register_rule(T.data.__get__, detach_data)
