@@ -2,6 +2,8 @@ r"""captum-cd: contextual decomposition and its family as Captum attribution met
 
 - :class:`ContextualDecomposition`: the importance of groups of features and their
   interactions, for about the cost of a forward pass.
+- :class:`LayerContextualDecomposition`, :class:`NeuronContextualDecomposition`: Captum's
+  layer and neuron families: scores of a hidden layer's units, and CD of one hidden unit.
 - :class:`AgglomerativeCD`: a hierarchy of feature groups with a CD score at every node.
 - :class:`TRIM`: attributions in a transformed space (:mod:`captum_cd.transforms`).
 - :class:`CDEPRegularizer`: penalise explanations while training
@@ -17,6 +19,8 @@ from captum_cd.attr import (
     Decomposition,
     DecompositionError,
     Hierarchy,
+    LayerContextualDecomposition,
+    NeuronContextualDecomposition,
     rules,
     TRIM,
     UnsupportedOperationError,
@@ -35,6 +39,8 @@ __all__ = [
     "Decomposition",
     "DecompositionError",
     "Hierarchy",
+    "LayerContextualDecomposition",
+    "NeuronContextualDecomposition",
     "TRIM",
     "UnsupportedOperationError",
     "grid_ids",

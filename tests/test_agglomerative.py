@@ -71,8 +71,11 @@ def test_2d_levels_equal_original_agg_2d(original_acd, seed, percentile):
     torch.manual_seed(seed)
     model, image = cnn(), torch.randn(1, 1, 10, 10)
     lists = agg_2d.agglomerate(copy.deepcopy(model), None, percentile, "cd", 1, image[0, 0].numpy(), 1, num_iters=6, im_torch=image, model_type=None, device="cpu")
+    original = levels_of(lists["comps_list"], lists["comp_scores_raw_list"], lambda s: float(s[1]))
+    # The original runs at most 6 iterations and then merges without a budget; ours
+    # counts the merges in the budget of 6 levels: its first 6 levels are ours.
     h = AgglomerativeCD(model).hierarchy(image, 1, percentile=percentile, max_iterations=6)
-    assert ours(h) == levels_of(lists["comps_list"], lists["comp_scores_raw_list"], lambda s: float(s[1]))
+    assert len(h.levels) == min(6, len(original)) and ours(h) == original[:6]
 
 
 @pytest.mark.parametrize("seed, percentile", [(0, 50), (1, 99.5), (2, 70)])
@@ -160,3 +163,44 @@ def test_bad_input():
     with pytest.raises(ValueError, match="batch.first"):
         seq_first = SeqFirstLSTM()
         AgglomerativeCD(seq_first, layer=seq_first.embed).hierarchy(torch.randint(1, 30, (5, 1)).t(), 0)
+
+
+def test_max_iterations_is_a_budget_of_levels_merges_included(capsys):
+    torch.manual_seed(7)
+    model, image = cnn(), torch.randn(1, 1, 10, 10)
+    agg = AgglomerativeCD(model)
+    full = agg.hierarchy(image, 1, percentile=90)
+    assert len(full.levels) > 4 and len(full.levels[-1]) == 1
+    for budget in (3, len(full.levels) - 1):
+        # The budget stops the iterations with several components left: the final
+        # pairwise merging must not add levels past it (it used to merge them all).
+        h = agg.hierarchy(image, 1, percentile=90, max_iterations=budget, show_progress=True)
+        assert len(h.levels) == budget and ours(h) == ours(full)[:budget]
+        assert budget != 3 or (len(h.levels[-1]) > 1 and h.merges == [])
+    assert "AgglomerativeCD 1/1" in capsys.readouterr().err
+
+
+def test_attribute_in_captum_conventions():
+    from captum.attr import visualization
+    from captum.metrics import sensitivity_max
+
+    torch.manual_seed(8)
+    model, image = cnn(), torch.randn(2, 1, 10, 10)
+    agg = AgglomerativeCD(model)
+    assert agg.get_name() == "AgglomerativeCD"
+    positional = agg.attribute(image, None, 1, None, 2, percentile=90)
+    torch.testing.assert_close(positional, agg.attribute(image, target=1, level=2, percentile=90))
+    (as_tuple,) = agg.attribute((image,), target=1, level=2, percentile=90)
+    torch.testing.assert_close(as_tuple, positional)
+    with pytest.raises(ValueError, match="takes no baselines"):
+        agg.attribute(image, torch.tensor([1, 1]))
+    sens = sensitivity_max(agg.attribute, image, target=1, percentile=90, max_iterations=3, n_perturb_samples=2)
+    assert sens.shape == (2,) and torch.isfinite(sens).all()
+
+    # Token models: one score per token, shaped like the ids, ready for visualize_text.
+    text_model = BatchFirstLSTM(SeqFirstLSTM()).eval()
+    ids = torch.randint(1, 30, (2, 7))
+    tokens = AgglomerativeCD(text_model, layer=text_model.embed).attribute(ids, target=1, level=0)
+    assert tokens.shape == ids.shape
+    h = AgglomerativeCD(text_model, layer=text_model.embed).hierarchy(ids[1:], 1)
+    np.testing.assert_allclose(tokens[1].numpy(), h.feature_scores(0), atol=1e-6)

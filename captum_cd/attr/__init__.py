@@ -6,6 +6,8 @@ from captum_cd.attr.contextual_decomposition import ContextualDecomposition
 from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
 from captum_cd.attr.hierarchy import Component, Hierarchy
+from captum_cd.attr.layer_contextual_decomposition import LayerContextualDecomposition
+from captum_cd.attr.neuron_contextual_decomposition import NeuronContextualDecomposition
 from captum_cd.attr.trim import TRIM
 
 __all__ = [
@@ -15,6 +17,8 @@ __all__ = [
     "Decomposition",
     "DecompositionError",
     "Hierarchy",
+    "LayerContextualDecomposition",
+    "NeuronContextualDecomposition",
     "TRIM",
     "UnsupportedOperationError",
 ]

@@ -12,6 +12,7 @@ from captum._utils.common import (  # noqa: F401
     _format_tensor_into_tuples,
     _is_tuple,
     _select_targets,
+    _verify_select_neuron,
     ExpansionTypes,
 )
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric  # noqa: F401

@@ -2,16 +2,17 @@
 prediction, built bottom-up with CD as the joining score (Singh et al., ICLR 2019;
 METHODS.md section 2)."""
 
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn, Tensor
+from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import TargetType
-from captum_cd.attr.contextual_decomposition import _check_target, ContextualDecomposition
+from captum_cd.attr.contextual_decomposition import _check_no_baselines, _check_target, ContextualDecomposition
 from captum_cd.attr.hierarchy import Component, Hierarchy
 
 
@@ -56,6 +57,10 @@ class AgglomerativeCD(Attribution):
         super().__init__(model)
         self.cd = ContextualDecomposition(model, layer=layer, **cd_options)
 
+    @classmethod
+    def get_name(cls) -> str:
+        return "AgglomerativeCD"
+
     def has_convergence_delta(self) -> bool:
         return False
 
@@ -77,6 +82,7 @@ class AgglomerativeCD(Attribution):
         additional_forward_args: Optional[object] = None,
         tokens: Optional[Sequence[Sequence[str]]] = None,
         perturbations_per_eval: int = 512,
+        show_progress: bool = False,
     ) -> Union[Hierarchy, List[Hierarchy]]:
         r"""
         Builds the hierarchy of each example.
@@ -91,8 +97,11 @@ class AgglomerativeCD(Attribution):
             percentile (float, optional): Units at or above this percentile of the
                         scores not yet selected are selected at each iteration.
                         Default: 99.5 (the paper's figures)
-            max_iterations (int, optional): Iteration budget. Default: None (until
-                        every unit is selected)
+            max_iterations (int, optional): Budget of levels: at most this many,
+                        the final pairwise merges of images included (a budgeted
+                        hierarchy may then end with several components).
+                        Default: None (until every unit is selected and, for
+                        images, merged into one)
             block_size (int, optional): Images: the side of the square blocks that are
                         the base units (1: pixels). Default: 1
             superpixels (int or array, optional): Images: base units from scikit-image's
@@ -105,6 +114,8 @@ class AgglomerativeCD(Attribution):
             additional_forward_args (Any, optional): Further model arguments.
             tokens (list of list of str, optional): The words, for pictures.
             perturbations_per_eval (int, optional): Groups per batched CD pass. Default: 512
+            show_progress (bool, optional): A tqdm bar per example: levels built and
+                        units selected. Default: False
 
         Returns:
             :class:`~captum_cd.Hierarchy` for a single example (1-D token ids ``(T,)``
@@ -120,48 +131,73 @@ class AgglomerativeCD(Attribution):
             args = _slice_args(additional_forward_args, b, inputs.shape[0])
             units = self._units(example, block_size, superpixels)
             scorer = _Scorer(self.cd, example, args, units, targets[b], score, perturbations_per_eval)
-            if units.unit_map.ndim == 1:
-                h = _agglomerate_1d(scorer, units, percentile, max_iterations)
-                h.tokens = tokens[b] if tokens is not None else None
-            else:
-                h = _agglomerate_2d(scorer, units, percentile, max_iterations)
-                h.image = example[0].detach().cpu().numpy() if self.cd.layer is None else None
+            desc = f"{self.get_name()} {b + 1}/{inputs.shape[0]}"
+            with tqdm(total=max_iterations, desc=desc, unit="level", disable=not show_progress) as bar:
+                if units.unit_map.ndim == 1:
+                    h = _agglomerate_1d(scorer, units, percentile, max_iterations, bar)
+                    h.tokens = tokens[b] if tokens is not None else None
+                else:
+                    h = _agglomerate_2d(scorer, units, percentile, max_iterations, bar)
+                    h.image = example[0].detach().cpu().numpy() if self.cd.layer is None else None
             results.append(h)
         return results[0] if single else results
 
     @log_usage()
     def attribute(
         self,
-        inputs: Tensor,
+        inputs: Union[Tensor, Tuple[Tensor]],
+        baselines: None = None,
         target: TargetType = None,
         additional_forward_args: Optional[object] = None,
         level: int = -1,
+        show_progress: bool = False,
         **hierarchy_options: Any,
-    ) -> Tensor:
+    ) -> Union[Tensor, Tuple[Tensor]]:
         r"""
         Each feature's score at one level of its example's hierarchy: the score of the
-        component it belongs to, or its unit's own score if it is in none yet. Shaped
-        like ``inputs`` (like the layer's output with ``layer``), so the hierarchy plugs
-        into Captum's visualisation and metrics.
+        component it belongs to, or its unit's own score if it is in none yet, so the
+        hierarchy plugs into Captum's visualisation and metrics. The positional order
+        is Captum's (``inputs, baselines, target, additional_forward_args``).
 
         Args:
 
-            inputs (Tensor): As in :meth:`hierarchy`.
+            inputs (Tensor or tuple[Tensor]): As in :meth:`hierarchy`; a tuple holding
+                        one tensor (as ``captum.metrics.sensitivity_max`` passes it)
+                        gives a tuple back.
+            baselines (None): ACD needs no baseline; must be None. Default: None
             target (int, Tensor or list): As in :meth:`hierarchy`.
             additional_forward_args (Any, optional): Further model arguments.
-            level (int, optional): Which level (an index into ``Hierarchy.levels``).
-                        Default: -1 (the last)
+            level (int, optional): Which level (an index into ``Hierarchy.levels``,
+                        clipped to the levels an example has). Default: -1 (the last)
+            show_progress (bool, optional): A tqdm bar per example. Default: False
             **hierarchy_options: Passed to :meth:`hierarchy`.
+
+        Returns:
+            *Tensor* (or a 1-tuple) of **attributions**: shaped like ``inputs`` for
+            images and signals. With ``layer`` (token models), one score per token,
+            shape ``(B, T)`` like the token ids: what Captum's ``visualize_text``
+            takes as word attributions (no sum over the embedding dimension).
         """
-        hierarchies = self.hierarchy(inputs, target, additional_forward_args=additional_forward_args, **hierarchy_options)
+        _check_no_baselines(baselines, self.get_name())
+        is_tuple = isinstance(inputs, tuple)
+        if is_tuple:
+            if len(inputs) != 1:
+                raise ValueError(
+                    f"AgglomerativeCD builds a hierarchy over one input tensor; got a tuple of {len(inputs)}."
+                )
+            inputs = inputs[0]
+        hierarchies = self.hierarchy(
+            inputs, target, additional_forward_args=additional_forward_args, show_progress=show_progress, **hierarchy_options
+        )
         hierarchies = hierarchies if isinstance(hierarchies, list) else [hierarchies]
-        shape = self.cd._feature_shapes((inputs,), additional_forward_args)[0]
+        shape = None if self.cd.layer is not None else inputs.shape[1:]
         out = []
         for h in hierarchies:
             level_index = max(-len(h.levels), min(level, len(h.levels) - 1)) if h.levels else 0
             scores = torch.as_tensor(h.feature_scores(level_index), dtype=torch.float32, device=inputs.device)
-            out.append(_broadcast_units(scores, shape[1:]))
-        return torch.stack(out)
+            out.append(scores if shape is None else _broadcast_units(scores, shape))
+        attributions = torch.stack(out)
+        return (attributions,) if is_tuple else attributions
 
     # ------------------------------------------------------------------ units
 
@@ -355,7 +391,7 @@ def _threshold_1d(scores: np.ndarray, percentile: float) -> np.ndarray:
         return scores >= np.nanpercentile(scores, percentile)
 
 
-def _agglomerate_1d(score: _Scorer, units: _Units, percentile: float, max_iterations: Optional[int]) -> Hierarchy:
+def _agglomerate_1d(score: _Scorer, units: _Units, percentile: float, max_iterations: Optional[int], bar=None) -> Hierarchy:
     n = units.count
     everything = np.arange(n)
     scores = score([np.array([u]) for u in range(n)])
@@ -378,6 +414,7 @@ def _agglomerate_1d(score: _Scorer, units: _Units, percentile: float, max_iterat
         new = _threshold_1d(scores, percentile)
         selected = selected | new
         levels.append(level)
+        _advance(bar, selected)
         if not new.any():
             break
     return Hierarchy(levels, unit_scores, score.one(everything), units.unit_map)
@@ -434,7 +471,7 @@ def _correspond(previous: Dict[int, np.ndarray], comps: List[np.ndarray]) -> Dic
     return dict(sorted(zip(ids, comps)))
 
 
-def _agglomerate_2d(score: _Scorer, units: _Units, percentile: float, max_iterations: Optional[int]) -> Hierarchy:
+def _agglomerate_2d(score: _Scorer, units: _Units, percentile: float, max_iterations: Optional[int], bar=None) -> Hierarchy:
     n = units.count
     scores = score([np.array([u]) for u in range(n)])
     unit_scores = scores.copy()
@@ -458,20 +495,36 @@ def _agglomerate_2d(score: _Scorer, units: _Units, percentile: float, max_iterat
         levels.append([Component(tuple(int(u) for u in comps[k]), float(comp_scores[k])) for k in comps])
         scores[selected] = np.nan
         selected = _smooth(units, selected | _threshold_2d(scores, percentile))
+        _advance(bar, selected)
     if not levels:  # everything picked at once (a constant image): one level, no iteration
         comps = dict(enumerate(units.components(selected), start=1))
         comp_scores = dict(zip(comps, score(list(comps.values()))))
         levels.append([Component(tuple(int(u) for u in c), float(comp_scores[k])) for k, c in comps.items()])
     hierarchy = Hierarchy(levels, unit_scores, score.one(np.arange(n)), units.unit_map)
-    _merge_final(score, comps, comp_scores, hierarchy)
+    _merge_final(score, comps, comp_scores, hierarchy, max_iterations, bar)
     return hierarchy
 
 
-def _merge_final(score: _Scorer, comps: Dict[int, np.ndarray], comp_scores: Dict[int, float], hierarchy: Hierarchy) -> None:
+def _advance(bar, selected: np.ndarray) -> None:
+    """One more level on the progress bar (if any), with how many units are selected."""
+    if bar is not None:
+        bar.set_postfix_str(f"{int(selected.sum())}/{selected.size} units", refresh=False)
+        bar.update()
+
+
+def _merge_final(
+    score: _Scorer,
+    comps: Dict[int, np.ndarray],
+    comp_scores: Dict[int, float],
+    hierarchy: Hierarchy,
+    max_levels: Optional[int] = None,
+    bar=None,
+) -> None:
     """Merge the last components pairwise, the pair that gains most over its better half
-    first, until one remains; every merge is one more level."""
+    first, until one remains or the budget of levels is spent; every merge is one more
+    level."""
     comps, comp_scores = dict(comps), dict(comp_scores)
-    while len(comps) > 1:
+    while len(comps) > 1 and (max_levels is None or len(hierarchy.levels) < max_levels):
         pairs = [(a, b) for a in comps for b in comps if a < b]
         unions = score([np.concatenate([comps[a], comps[b]]) for a, b in pairs])
         gains = [u - max(comp_scores[a], comp_scores[b]) for u, (a, b) in zip(unions, pairs)]
@@ -482,3 +535,6 @@ def _merge_final(score: _Scorer, comps: Dict[int, np.ndarray], comp_scores: Dict
         comp_scores[a] = float(unions[best])
         del comp_scores[b]
         hierarchy.levels.append([Component(tuple(int(u) for u in comps[k]), comp_scores[k]) for k in sorted(comps)])
+        if bar is not None:
+            bar.set_postfix_str(f"merging: {len(comps)} components", refresh=False)
+            bar.update()

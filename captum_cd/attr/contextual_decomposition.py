@@ -104,6 +104,8 @@ class ContextualDecomposition(Attribution):
         self.rules = dict(rules or {})
         self.module_rules = dict(module_rules or {})
         self.stop_at_softmax = stop_at_softmax
+        # LayerContextualDecomposition(attribute_to_layer_input=True) starts at the layer's input.
+        self._at_layer_input = False
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -208,7 +210,7 @@ class ContextualDecomposition(Attribution):
                 decomposed = tuple(Decomposition(x, rel) for x, rel in zip(inputs, parts))
                 out = self.forward_func(*decomposed, *args)
             else:
-                with _decompose_at(self.layer, masks, relevant) as calls:
+                with _decompose_at(self.layer, masks, relevant, self._at_layer_input) as calls:
                     out = self.forward_func(*inputs, *args)
                 if calls != [1]:
                     raise DecompositionError(
@@ -423,14 +425,17 @@ class ContextualDecomposition(Attribution):
         if self.layer is None:
             return [x.shape for x in inputs]
         shapes: List[torch.Size] = []
-        # The hook records only this pass: other threads may run the model meanwhile.
+        # The hooks record only this pass: other threads may run the model meanwhile.
         context = DecompositionContext(model=self.forward_func, collects=False)
 
         def record(shape: Optional[torch.Size]) -> None:
             if current_context() is context:
                 shapes.append(shape)
 
-        hook = self.layer.register_forward_hook(lambda m, a, out: record(out.shape))
+        if getattr(self, "_at_layer_input", False):
+            hook = self.layer.register_forward_pre_hook(lambda m, a: record(a[0].shape if a else None))
+        else:
+            hook = self.layer.register_forward_hook(lambda m, a, out: record(out.shape))
         try:
             with torch.no_grad(), decomposition_context(context):
                 self.forward_func(*inputs, *(_format_additional_forward_args(additional_forward_args) or ()))
@@ -564,12 +569,24 @@ def _relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "i
 
 
 @contextlib.contextmanager
-def _decompose_at(layer: nn.Module, masks, relevant=None) -> Iterator[List[int]]:
+def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False) -> Iterator[List[int]]:
     """Starts the decomposition at ``layer`` while the current call runs. Entered inside
     the call's context; the hooks act only for that context, so other threads running
     the model meanwhile (plainly or in their own CD call) are not affected."""
     calls = [0]
     owner = current_context()
+
+    def start_at_input(module, args):  # the layer's first positional input, decomposed
+        if current_context() is not owner:
+            return None
+        calls[0] += 1
+        if not args or not isinstance(args[0], Tensor) or not args[0].is_floating_point():
+            raise DecompositionError(
+                f"layer {type(module).__name__}'s first input is not a floating-point tensor; the "
+                "decomposition can start only at one floating-point tensor."
+            )
+        (rel,) = _relevant_parts((args[0],), masks, relevant, "the layer's input")
+        return (Decomposition(args[0], rel), *args[1:])
 
     def start_here(module, args, output):
         if current_context() is not owner:
@@ -583,7 +600,7 @@ def _decompose_at(layer: nn.Module, masks, relevant=None) -> Iterator[List[int]]
         (rel,) = _relevant_parts((output,), masks, relevant, "the layer's output")
         return Decomposition(output, rel)
 
-    handle = layer.register_forward_hook(start_here)
+    handle = layer.register_forward_pre_hook(start_at_input) if at_input else layer.register_forward_hook(start_here)
     try:
         yield calls
     finally:
