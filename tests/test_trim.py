@@ -132,3 +132,55 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="does not fit the coefficients"):
         TRIM(Saliency(model), Fourier1d(16)).attribute(torch.randn(2, 16), target=0, feature_mask=torch.zeros(1, 16, dtype=torch.long))
     assert TRIM(Saliency(model), Fourier1d(16)).get_name() == "TRIM"
+
+
+def test_captum_conventions():
+    from captum.attr import NoiseTunnel
+    from captum.metrics import sensitivity_max
+
+    torch.manual_seed(0)
+    model, x = mlp(), torch.randn(4, 16)
+    fourier, bins = Fourier1d(16), frequency_bins(16)
+    assert TRIM(ContextualDecomposition(model), fourier).get_name() == "TRIM"
+    trim = TRIM(ContextualDecomposition(model), fourier)
+    by_keyword = trim.attribute(x, target=1, feature_mask=bins)
+    torch.testing.assert_close(trim.attribute(x, None, 1, None, bins), by_keyword)  # Captum's order
+    (as_tuple,) = trim.attribute((x,), target=1, feature_mask=bins)
+    torch.testing.assert_close(as_tuple, by_keyword)
+    with pytest.raises(ValueError, match="takes no baselines.*target="):
+        trim.attribute(x, torch.tensor([0, 1, 2, 1]))
+    sens = sensitivity_max(trim.attribute, x, target=1, feature_mask=bins, n_perturb_samples=2)
+    assert sens.shape == (4,) and torch.isfinite(sens).all()
+
+    # CD's convergence delta through the transform, against an ordinary forward pass.
+    attr, delta = trim.attribute(x, target=1, feature_mask=bins, return_convergence_delta=True)
+    torch.testing.assert_close(attr, by_keyword)
+    assert delta.shape == (4,) and delta.abs().max() < 1e-5
+
+
+def test_noise_tunnel_and_convergence_delta_of_captum_methods():
+    from captum.attr import NoiseTunnel
+
+    torch.manual_seed(1)
+    model, x = mlp(), torch.randn(3, 16)
+    fourier = Fourier1d(16)
+    ig = TRIM(IntegratedGradients(model), fourier)
+    attr, delta = ig.attribute(x, target=2, n_steps=200, return_convergence_delta=True)
+    assert ig.has_convergence_delta() and delta.shape == (3,) and delta.abs().max() < 1e-2
+    # IG's completeness holds in coefficient space: the scores sum to f(x) - f(T^-1(0)).
+    total = model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]
+    torch.testing.assert_close(attr.flatten(1).sum(1), total.detach(), atol=1e-2, rtol=0)
+
+    nt = TRIM(NoiseTunnel(IntegratedGradients(model)), fourier)
+    smooth = nt.attribute(x, target=2, nt_type="smoothgrad", nt_samples=2, stdevs=0.0, n_steps=20)
+    torch.testing.assert_close(smooth, TRIM(IntegratedGradients(model), fourier).attribute(x, target=2, n_steps=20))
+    noisy = nt.attribute(x, target=2, nt_type="smoothgrad", nt_samples=3, stdevs=0.5, n_steps=20)
+    assert noisy.shape == smooth.shape and not torch.allclose(noisy, smooth)
+
+
+def test_show_progress(capsys):
+    model, x = mlp(), torch.randn(2, 16)
+    TRIM(ContextualDecomposition(model), Fourier1d(16)).attribute(x, target=0, perturbations_per_eval=3, show_progress=True)
+    assert "TRIM attribution" in capsys.readouterr().err
+    TRIM(FeatureAblation(model), Fourier1d(16)).attribute(x, target=0, show_progress=True)
+    assert "Feature Ablation" in capsys.readouterr().err

@@ -1,16 +1,22 @@
-"""TRIM: attributions in a transformed space (Singh et al. 2020; METHODS.md section 3)."""
+"""TRIM: attributions in a transformed space (Singh et al. 2020; docs/methods.md, "TRIM")."""
 
 import copy
 import inspect
-from typing import Any, Optional
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn, Tensor
+from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import _format_additional_forward_args, TargetType
-from captum_cd.attr.contextual_decomposition import ContextualDecomposition, target_scores
+from captum_cd.attr.contextual_decomposition import (
+    _check_no_baselines,
+    _largest,
+    ContextualDecomposition,
+    target_scores,
+)
 from captum_cd.attr.transforms.base import Transform
 
 
@@ -72,7 +78,7 @@ class TRIM(Attribution):
         return self.method.multiplies_by_inputs
 
     def has_convergence_delta(self) -> bool:
-        return False
+        return self.method.has_convergence_delta()
 
     def attribute_future(self) -> None:
         r"""
@@ -83,20 +89,30 @@ class TRIM(Attribution):
     @log_usage()
     def attribute(
         self,
-        inputs: Tensor,
-        target: TargetType = None,
-        feature_mask: Optional[Tensor] = None,
+        inputs: Union[Tensor, Tuple[Tensor]],
         baselines: Optional[Tensor] = None,
+        target: TargetType = None,
         additional_forward_args: Optional[object] = None,
+        feature_mask: Optional[Tensor] = None,
         complex_magnitude: bool = False,
+        show_progress: bool = False,
         **method_kwargs: Any,
-    ) -> Tensor:
+    ) -> Any:
         r"""
+        The positional order is Captum's (``inputs, baselines, target,
+        additional_forward_args, feature_mask``).
+
         Args:
 
-            inputs (Tensor): The model's input, batch first.
+            inputs (Tensor or tuple[Tensor]): The model's input, batch first. A tuple
+                        holding one tensor (as ``captum.metrics.sensitivity_max``
+                        passes it) gives a tuple back.
+            baselines (Tensor, optional): Baselines in coefficient space, for methods
+                        that take them; must be None for CD. Default: None (zeros
+                        there)
             target (int, tuple, Tensor, or list, optional): Output indices, in any of
                         Captum's forms. Default: None
+            additional_forward_args (Any, optional): Further model arguments.
             feature_mask (Tensor, optional): Integer group ids over the coefficients
                         (Captum's convention; first dimension 1 or the batch size),
                         e.g. one group per frequency bin
@@ -104,19 +120,21 @@ class TRIM(Attribution):
                         a feature mask get it; for the others TRIM sums the attributions
                         within each group and gives every member its group's sum, so
                         every method reports per group. Default: None
-            baselines (Tensor, optional): Baselines in coefficient space, for methods
-                        that take them. Default: None (zeros there)
-            additional_forward_args (Any, optional): Further model arguments.
             complex_magnitude (bool, optional): For complex coefficients, report the
                         magnitude over (real, imag) per coefficient, and drop that
                         trailing dimension (gradient methods, as the TRIM paper does).
                         Default: False
+            show_progress (bool, optional): A tqdm bar: over CD's batched passes, or
+                        passed to the wrapped method if it takes one. Default: False
             **method_kwargs: Passed to the wrapped method (``n_steps``, ``n_samples``,
-                        ``perturbations_per_eval``, ...).
+                        ``perturbations_per_eval``, ``return_convergence_delta``,
+                        ``nt_type`` for a NoiseTunnel, ...).
 
         Returns:
             *Tensor* of **attributions** shaped like ``transform(inputs)`` (without the
-            trailing (real, imag) dimension with ``complex_magnitude``).
+            trailing (real, imag) dimension with ``complex_magnitude``), a 1-tuple for
+            a 1-tuple input; with ``return_convergence_delta=True`` a tuple
+            ``(attributions, delta)`` as the wrapped method returns it.
 
         Examples::
 
@@ -124,58 +142,92 @@ class TRIM(Attribution):
             >>> bins = frequency_bins(100)
             >>> attr = trim.attribute(x, target=1, feature_mask=bins)   # (B, 51, 2)
         """
+        is_tuple = isinstance(inputs, tuple)
+        if is_tuple and len(inputs) == 1:
+            inputs = inputs[0]
         if not isinstance(inputs, Tensor):
-            raise TypeError("TRIM takes one input tensor (a transform acts on one input).")
+            raise TypeError("TRIM takes one input tensor, or a tuple holding one (a transform acts on one input).")
         coefficients = self.transform(inputs)
         if feature_mask is not None:
             _check_mask(feature_mask, coefficients)
         user_args = _format_additional_forward_args(additional_forward_args) or ()
         if isinstance(self.method, ContextualDecomposition):
-            attr = self._cd(inputs, coefficients, target, feature_mask, user_args, method_kwargs)
+            _check_no_baselines(baselines, "TRIM with ContextualDecomposition")
+            result = self._cd(inputs, coefficients, target, feature_mask, user_args, method_kwargs, show_progress)
         else:
-            attr = self._captum(inputs, coefficients, target, feature_mask, baselines, user_args, method_kwargs)
+            result = self._captum(inputs, coefficients, target, feature_mask, baselines, user_args, method_kwargs, show_progress)
+        attr, delta = result if isinstance(result, tuple) else (result, None)
         complex_pair = getattr(self.transform, "complex_coefficients", False)
         if complex_magnitude and complex_pair:
             attr = attr.norm(dim=-1)
             feature_mask = feature_mask[..., 0] if feature_mask is not None else None
         if feature_mask is not None and not _takes_feature_mask(self.method):
             attr = _group_sums(attr, feature_mask)
-        return attr
+        attr = (attr,) if is_tuple else attr
+        return attr if delta is None else (attr, delta)
 
-    def _captum(self, inputs, coefficients, target, feature_mask, baselines, user_args, method_kwargs) -> Tensor:
+    def _captum(self, inputs, coefficients, target, feature_mask, baselines, user_args, method_kwargs, show_progress):
         residual = (inputs - self.transform.inverse(coefficients)).detach()
-        method = copy.copy(self.method)
-        method.forward_func = TransformedModel(self.method.forward_func, self.transform)
-        if hasattr(method, "model"):  # DeepLift and friends hook the modules of .model
-            method.model = method.forward_func
+        method = _on_model(self.method, TransformedModel(self.method.forward_func, self.transform))
         kwargs = dict(method_kwargs, target=target, additional_forward_args=(residual, *user_args))
         parameters = inspect.signature(self.method.attribute).parameters
-        if "baselines" in parameters:
+        open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())  # NoiseTunnel
+        if "baselines" in parameters or (open_ended and baselines is not None):
             kwargs["baselines"] = baselines if baselines is not None else torch.zeros_like(coefficients[:1])
         if feature_mask is not None and "feature_mask" in parameters:
             kwargs["feature_mask"] = feature_mask
-        return method.attribute(coefficients.detach(), **kwargs).detach()
+        if show_progress and "show_progress" in parameters:
+            kwargs["show_progress"] = True
+        result = method.attribute(coefficients.detach(), **kwargs)
+        if isinstance(result, tuple):  # (attributions, delta)
+            return result[0].detach(), result[1]
+        return result.detach()
 
-    def _cd(self, inputs, coefficients, target, feature_mask, user_args, method_kwargs) -> Tensor:
+    def _cd(self, inputs, coefficients, target, feature_mask, user_args, method_kwargs, show_progress):
         """Each group of coefficients M: relevant = T^-1(M s), irrelevant = the rest."""
+        unknown = set(method_kwargs) - {"perturbations_per_eval", "return_convergence_delta"}
+        if unknown:
+            raise TypeError(f"TRIM with ContextualDecomposition got unexpected arguments {sorted(unknown)}.")
         complex_pair = getattr(self.transform, "complex_coefficients", False)
         if feature_mask is None:  # one group per coefficient (a complex one is one group)
             shape = coefficients.shape[1:-1] if complex_pair else coefficients.shape[1:]
             ids = torch.arange(shape.numel(), device=inputs.device).view(1, *shape)
             feature_mask = ids.unsqueeze(-1).expand(1, *shape, 2) if complex_pair else ids
         values, index = torch.unique(feature_mask.to(inputs.device), return_inverse=True)
-        batch, per_pass = inputs.shape[0], method_kwargs.get("perturbations_per_eval") or max(1, 1024 // inputs.shape[0])
-        scores = []
-        with torch.no_grad():
-            for start in range(0, len(values), per_pass):
+        batch = inputs.shape[0]
+        per_pass = method_kwargs.get("perturbations_per_eval") or max(1, 1024 // batch)
+        with_delta = bool(method_kwargs.get("return_convergence_delta"))
+        cd = self.method
+        scores, deltas = [], []
+        starts = range(0, len(values), per_pass)
+        with torch.no_grad(), tqdm(total=len(starts), desc=f"{self.get_name()} attribution", disable=not show_progress) as bar:
+            reference = cd._reference_output((inputs,), user_args) if with_delta and not cd.stop_at_softmax else None
+            for start in starts:
                 groups = torch.arange(start, min(start + per_pass, len(values)), device=inputs.device)
                 masks = (index.unsqueeze(0) == groups.view(-1, *([1] * index.ndim))).to(coefficients.dtype)
                 selected = masks * coefficients.unsqueeze(0)  # (g, B, *coefficient shape)
                 relevant = self.transform.inverse(selected.flatten(0, 1)).unflatten(0, (len(groups), batch))
-                out = self.method.forward_decomposition(inputs, additional_forward_args=user_args, relevant=relevant)
+                out = cd.forward_decomposition(inputs, additional_forward_args=user_args, relevant=relevant)
                 scores.append(target_scores(out.rel, out.full, target))
+                if with_delta:
+                    deltas.append(cd._deviation(out.rel, out.full - out.rel, out.full, reference, target))
+                bar.update()
         scores = torch.cat(scores).t()  # (B, G)
-        return scores.gather(1, index.expand(batch, *index.shape[1:]).reshape(batch, -1)).view(batch, *index.shape[1:])
+        attr = scores.gather(1, index.expand(batch, *index.shape[1:]).reshape(batch, -1)).view(batch, *index.shape[1:])
+        return (attr, _largest(torch.cat(deltas))) if with_delta else attr
+
+
+def _on_model(method: Attribution, model: nn.Module) -> Attribution:
+    """A shallow copy of ``method`` (and of a wrapped method, as NoiseTunnel holds one)
+    that runs ``model``."""
+    method = copy.copy(method)
+    method.forward_func = model
+    if hasattr(method, "model"):  # DeepLift and friends hook the modules of .model
+        method.model = model
+    inner = getattr(method, "attribution_method", None)
+    if isinstance(inner, Attribution):
+        method.attribution_method = _on_model(inner, model)
+    return method
 
 
 def _takes_feature_mask(method: Attribution) -> bool:
