@@ -9,8 +9,6 @@ from captum_cd.penalties.awd import (
     fit_wavelet,
     validity_terms,
     wavelet_distance,
-    WaveletDistilled,
-    WaveletDistilledClassifier,
 )
 from captum_cd.penalties.cdep import CDEPRegularizer
 from captum_cd.penalties.gradient_penalties import ExpectedGradientsPenalty, RRRPenalty
@@ -28,3 +26,12 @@ __all__ = [
     "validity_terms",
     "wavelet_distance",
 ]
+
+
+def __getattr__(name: str):
+    # The scikit-learn estimators load on first use (see captum_cd.penalties.awd).
+    if name in ("WaveletDistilled", "WaveletDistilledClassifier"):
+        from captum_cd.penalties import awd
+
+        return getattr(awd, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-r"""Adaptive wavelet distillation (Ha et al., NeurIPS 2021; METHODS.md section 5).
+r"""Adaptive wavelet distillation (Ha et al., NeurIPS 2021; docs/methods.md, "Adaptive wavelet distillation").
 
 Learn an orthogonal wavelet from data and a trained model ``f`` (the teacher), so that
 the model's attributions concentrate on few wavelet coefficients, then distil the model
@@ -30,7 +30,6 @@ from captum_cd.penalties.awd.adaptive_wavelet import (
     validity_terms,
     wavelet_distance,
 )
-from captum_cd.penalties.awd.distilled import top_coefficients, WaveletDistilled, WaveletDistilledClassifier
 from captum_cd.penalties.awd.loss import AWDLoss, fit_wavelet
 
 __all__ = [
@@ -46,3 +45,16 @@ __all__ = [
     "validity_terms",
     "wavelet_distance",
 ]
+
+
+# The distilled estimators need scikit-learn (and it loads pandas when present): imported
+# on first use so that ``import captum_cd`` stays light.
+_DISTILLED = ("top_coefficients", "WaveletDistilled", "WaveletDistilledClassifier")
+
+
+def __getattr__(name: str):
+    if name in _DISTILLED:
+        from captum_cd.penalties.awd import distilled
+
+        return getattr(distilled, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
