@@ -1,4 +1,4 @@
-"""Adaptive wavelet distillation (METHODS.md section 5): the paper's simulation, mnist1d,
+"""Adaptive wavelet distillation (docs/methods.md, "Adaptive wavelet distillation"): the paper's simulation, mnist1d,
 and the cost of an epoch against the released reference code.
 
 Simulation: white-noise signals of length 64, the target 2 x (the sum of three adjacent

@@ -1,6 +1,6 @@
 """The TRIM chapter's Table 2: which frequency bin does the model use?
 
-Simulation (METHODS.md section 3): x ~ N(0, 1) in R^100, s = rfft(x) (51 bins), the
+Simulation (docs/methods.md, "TRIM"): x ~ N(0, 1) in R^100, s = rfft(x) (51 bins), the
 label is 1 when |s_12| is above its median. A two-layer ReLU network
 (Linear(100, 100) - ReLU - Linear(100, 2)) learns it. For 500 test points every method
 scores each frequency bin for class 1 through TRIM with the same Fourier transform (one

@@ -31,3 +31,14 @@ def test_licence_and_typing_marker_are_shipped():
     assert config["metadata"]["license"] == "BSD-3-Clause"
     assert "License :: OSI Approved :: BSD License" in config["metadata"]["classifiers"]
     assert "py.typed" in config["options.package_data"]["captum_cd"]
+
+
+def test_documentation_cites_only_what_ships():
+    # Docstrings and the README point to docs/methods.md, which is in the repository.
+    assert os.path.exists(os.path.join(ROOT, "docs", "methods.md"))
+    offenders = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "captum_cd")):
+        offenders += [os.path.join(folder, f) for f in files if f.endswith(".py") and "METHODS.md" in open(os.path.join(folder, f)).read()]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        offenders += ["README.md"] if "METHODS.md" in f.read() else []
+    assert offenders == []

@@ -1,6 +1,6 @@
 """Agglomerative contextual decomposition (ACD): a hierarchy of feature groups for one
 prediction, built bottom-up with CD as the joining score (Singh et al., ICLR 2019;
-METHODS.md section 2)."""
+docs/methods.md, "Agglomerative CD")."""
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 

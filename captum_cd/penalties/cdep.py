@@ -1,5 +1,5 @@
 """CDEP: penalise a model's explanations during training (Rieger et al., ICML 2020;
-METHODS.md section 4)."""
+docs/methods.md, "CDEP")."""
 
 from typing import Any, Optional, Sequence, Tuple
 

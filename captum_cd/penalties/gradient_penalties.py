@@ -1,5 +1,5 @@
 """The gradient penalties CDEP is compared with, in the same call shape
-``penalty(inputs, masks, target=y)`` (METHODS.md section 4). Both need the gradient of
+``penalty(inputs, masks, target=y)`` (docs/methods.md, "CDEP"). Both need the gradient of
 the input gradient: double backpropagation, which is what makes them costly."""
 
 from typing import Optional

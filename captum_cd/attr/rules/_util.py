@@ -72,7 +72,7 @@ def split_bias(u: Tensor, out: Tensor, bias: Any) -> Tensor:
     r"""The relevant part after a bias: ``u + b |u| / (|u| + |v|)`` with ``v = out - b - u``.
 
     ``u`` is the linear image of the relevant part, ``out`` the full output (bias
-    included), so ``v`` is the linear image of the irrelevant part; METHODS.md section 1.
+    included), so ``v`` is the linear image of the irrelevant part; docs/methods.md, "Contextual decomposition".
     With gradients, a fused autograd function keeps only ``u`` (G-sized) for backward
     instead of every intermediate: this is most of CDEP's activation memory.
     """

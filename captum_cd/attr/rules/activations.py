@@ -1,4 +1,4 @@
-r"""Elementwise activations, in two forms (METHODS.md section 1).
+r"""Elementwise activations, in two forms (docs/methods.md, "Contextual decomposition").
 
 ReLU form, for piecewise-linear ``f`` with ``f(0) = 0`` (ReLU, LeakyReLU, ReLU6,
 Hardtanh, PReLU, abs, shrinkage, a clamp around 0):

@@ -2,7 +2,7 @@ r"""Affine maps ``W z + b``: Linear, ConvNd and ConvTransposeNd.
 
 ``beta' = W beta + b |W beta| / (|W beta| + |W gamma|)``: the weight applies to both
 parts and the bias is split per output element in proportion to the magnitudes
-(METHODS.md section 1). The full output is the ordinary call, so ``W gamma`` comes free
+(docs/methods.md, "Contextual decomposition"). The full output is the ordinary call, so ``W gamma`` comes free
 as ``out - b - W beta``: one extra bias-free call on the G relevant parts, nothing more.
 """
 

@@ -2,7 +2,7 @@ r"""Arithmetic with constants, and of two decomposed values.
 
 - A constant *added* to a decomposed value (a functional bias, a positional embedding,
   ``x + 1``) is a bias: it is split like the affine rule's bias, in proportion to
-  ``|beta|`` and ``|gamma|`` (METHODS.md section 1).
+  ``|beta|`` and ``|gamma|`` (docs/methods.md, "Contextual decomposition").
 - Multiplication or division by a constant is linear: it scales both parts.
 - The sum of two decomposed values (a residual connection) adds the parts.
 

@@ -7,7 +7,7 @@ r"""Functions whose result is not decomposed: computed from the full activation 
 - Softmax: probabilities computed from the full activation are constant weights, which
   is how the CD-T work treats attention (``softmax(q k^T) @ v`` decomposes through ``v``).
   A model whose *output* is a softmax is caught at the end of the forward pass, where
-  the logits it came from are known: CD is defined on logits (METHODS.md section 1).
+  the logits it came from are known: CD is defined on logits (docs/methods.md, "Contextual decomposition").
 """
 
 import sys

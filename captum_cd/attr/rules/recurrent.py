@@ -3,7 +3,7 @@ plain RNNs. ``nn.LSTM``/``nn.GRU``/``nn.RNN`` (any number of layers, bidirection
 ``batch_first``, given initial states, ``proj_size``) and the cells used in a user's
 own loop (``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``).
 
-**LSTM** (METHODS.md section 1; the original ``acd.cd_text``). At step t each gate
+**LSTM** (docs/methods.md, "Contextual decomposition"; the original ``acd.cd_text``). At step t each gate
 pre-activation (input i, candidate g, forget f) has three players:
 ``rel = W_i x_beta + W_h h_beta``, ``irrel = W_i x_gamma + W_h h_gamma`` and
 ``bias = b_ih + b_hh``. A gate nonlinearity is linearised over them with the bias

@@ -354,7 +354,7 @@ def _as_pywt(w: Any) -> Any:
 
 def validity_terms(h: Tensor) -> Dict[str, Tensor]:
     r"""The penalties that make a lowpass filter ``h`` (length ``L``) an orthogonal
-    wavelet's (METHODS.md section 5); each is 0 exactly when its condition holds:
+    wavelet's (docs/methods.md, "Adaptive wavelet distillation"); each is 0 exactly when its condition holds:
 
     - ``lowpass_sum``: ``(sum_n h[n] - sqrt 2)^2``
     - ``highpass_sum``: ``(sum_n g[n])^2`` with ``g[n] = (-1)^n h[L-1-n]``
