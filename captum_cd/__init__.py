@@ -23,7 +23,9 @@ from captum_cd.attr import (
     NeuronContextualDecomposition,
     rules,
     TRIM,
+    token_scores,
     UnsupportedOperationError,
+    visualization_record,
 )
 from captum_cd.attr.masks import grid_ids, ids_to_masks, token_masks
 from captum_cd.attr.rules import register_rule
@@ -48,5 +50,7 @@ __all__ = [
     "register_rule",
     "rules",
     "token_masks",
+    "token_scores",
     "transforms",
+    "visualization_record",
 ]

@@ -8,6 +8,7 @@ from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
 from captum_cd.attr.hierarchy import Component, Hierarchy
 from captum_cd.attr.layer_contextual_decomposition import LayerContextualDecomposition
 from captum_cd.attr.neuron_contextual_decomposition import NeuronContextualDecomposition
+from captum_cd.attr.text import token_scores, visualization_record
 from captum_cd.attr.trim import TRIM
 
 __all__ = [
@@ -21,4 +22,6 @@ __all__ = [
     "NeuronContextualDecomposition",
     "TRIM",
     "UnsupportedOperationError",
+    "token_scores",
+    "visualization_record",
 ]
