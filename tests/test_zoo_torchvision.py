@@ -1,0 +1,76 @@
+"""torchvision's classification models (random weights, float64, 32x32 images) decompose
+as they are: complete, group scores on the scale of the output, the model unchanged.
+
+torchvision from PyPI is a CUDA build whose compiled operators do not load beside the
+CPU torch; ``tests/_torchvision_cpu.py`` (run by conftest) makes it importable, and the
+model definitions are plain Python."""
+
+import pytest
+import torch
+
+from _zoo import (
+    assert_complete_and_on_scale,
+    assert_unchanged,
+    calibrate_batch_norm,
+    DT,
+    OLD_PRODUCT_RULES,
+    randomise_zero_weights,
+    snapshot,
+)
+from captum_cd import ContextualDecomposition, grid_ids
+from captum_cd.attr.masks import ids_to_masks
+
+models = pytest.importorskip("torchvision.models")  # in the test extra; optional for users
+
+SIZE = 32
+MODELS = {
+    "resnet18": lambda: models.resnet18(num_classes=5),
+    "mobilenet_v2": lambda: models.mobilenet_v2(num_classes=5),
+    "mobilenet_v3_small (SE gates, hardswish)": lambda: models.mobilenet_v3_small(num_classes=5),
+    "efficientnet_b0 (SE gates, SiLU)": lambda: models.efficientnet_b0(num_classes=5),
+    "regnet_y_400mf (SE gates)": lambda: models.regnet_y_400mf(num_classes=5),
+    "densenet121": lambda: models.densenet121(num_classes=5),
+    "squeezenet1_1": lambda: models.squeezenet1_1(num_classes=5),
+    "shufflenet_v2_x0_5": lambda: models.shufflenet_v2_x0_5(num_classes=5),
+    "convnext_tiny": lambda: models.convnext_tiny(num_classes=5),
+    "vit (2 layers, width 64)": lambda: models.VisionTransformer(
+        image_size=SIZE, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=5
+    ),
+    "swin_t": lambda: models.swin_t(num_classes=5),
+}
+
+
+def _halves():
+    return ids_to_masks(grid_ids(SIZE, SIZE, SIZE // 2) // 2).to(DT)  # top, bottom: (2, 1, H, W)
+
+
+def _decompose(model, x, **kwargs):
+    before = snapshot(model)
+    rel, irr = ContextualDecomposition(model, **kwargs).decompose(x, _halves())
+    assert_unchanged(model, before)
+    with torch.no_grad():
+        out = model(x)
+    return rel, irr, out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_torchvision_model_is_complete_and_on_scale(name, one_thread):
+    torch.manual_seed(0)
+    model = randomise_zero_weights(MODELS[name]().to(DT))
+    x = torch.randn(4, 3, SIZE, SIZE, dtype=DT)
+    calibrate_batch_norm(model, x)
+    rel, irr, out = _decompose(model, x[:2])
+    assert_complete_and_on_scale(rel, irr, out)
+
+
+def test_squeeze_and_excitation_gates_no_longer_erase_relevance(one_thread):
+    """Keeping only ``beta_a * beta_b`` at every gate leaves almost nothing relevant after a
+    few squeeze-and-excitation blocks; the gate as a statistic keeps the scale."""
+    torch.manual_seed(0)
+    model = models.efficientnet_b0(num_classes=5).to(DT)
+    x = torch.randn(4, 3, SIZE, SIZE, dtype=DT)
+    calibrate_batch_norm(model, x)
+    rel, irr, out = _decompose(model, x[:2])
+    old, old_irr, _ = _decompose(model, x[:2], rules=OLD_PRODUCT_RULES)
+    torch.testing.assert_close(old + old_irr, out.expand_as(old), rtol=0, atol=1e-10)  # complete all the same
+    assert old.abs().max() < 1e-3 * rel.abs().max()
