@@ -345,3 +345,144 @@ def test_a_plain_forward_in_another_thread_is_not_decomposed_while_cd_runs():
         finally:
             net[1].barrier = None
         assert type(out) is torch.Tensor and torch.equal(out, expected), name
+
+
+# ---------------------------------------------------------------------- state left behind
+
+
+@pytest.mark.parametrize("how", ["decompose", "attribute", "layer"])
+def test_a_refused_training_batch_norm_has_not_run(how):
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).train()
+    x = torch.randn(3, 4)
+    calls = {
+        "decompose": lambda: ContextualDecomposition(net).decompose(x, torch.ones(1, 4)),
+        "attribute": lambda: ContextualDecomposition(net).attribute(x, target=0),
+        "layer": lambda: ContextualDecomposition(net, layer=net[0]).attribute(x, target=0),
+    }
+    refused(net, calls[how], RuntimeError, r"module '1' \(BatchNorm1d\) is a batch norm in training mode.*model\.eval\(\)")
+
+
+def test_softmax_of_a_decomposition_outside_a_call_keeps_nothing():
+    net = mlp()
+    out = ContextualDecomposition(net).forward_decomposition(torch.randn(2, 6), torch.ones(1, 6))
+    with probe(net):  # the snapshot includes the size of the context outside calls
+        probabilities = out.softmax(-1)
+        torch.log_softmax(out, -1)
+    assert type(probabilities) is torch.Tensor and not OUTSIDE.softmax_outputs
+
+
+# ---------------------------------------------------------------------- silently wrong
+
+
+@pytest.mark.parametrize("value", [2.0, -1.0, 1.5])
+def test_mask_values_outside_0_1_are_refused(value):
+    net = small_cnn()
+    masks = torch.ones(1, 1, 8, 8)
+    masks[0, 0, 0, 0] = value
+    x = torch.randn(2, 1, 8, 8)
+    refused(net, lambda: ContextualDecomposition(net).decompose(x, masks), ValueError, r"mask 0 has values outside \[0, 1\]")
+
+
+def test_an_empty_group_scores_exactly_zero_also_on_a_zero_input():
+    lin = nn.Linear(3, 2)
+    with torch.no_grad():
+        lin.weight.fill_(2.0), lin.bias.copy_(torch.tensor([4.0, -1.0]))
+    masks = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    for x in (torch.zeros(2, 3), torch.randn(2, 3)):
+        rel, irrel = answered(lin, lambda: ContextualDecomposition(lin).decompose(x, masks))
+        assert torch.equal(rel[0], torch.zeros(2, 2))  # the empty group
+        torch.testing.assert_close(rel + irrel, lin(x).detach().expand(3, -1, -1))
+    # the full group on a zero input keeps CD's split of a bias with nothing to split: 50/50
+    torch.testing.assert_close(rel[1], lin(x).detach() - irrel[1])
+    rel, _ = ContextualDecomposition(lin).decompose(torch.zeros(1, 3), masks)
+    torch.testing.assert_close(rel[1, 0], torch.tensor([2.0, -0.5]))
+
+
+def test_negative_targets_count_from_the_end_in_every_form():
+    net, x = small_cnn(), torch.randn(2, 1, 8, 8)
+    cd = ContextualDecomposition(net)
+    expected = cd.attribute(x, target=torch.tensor([2, 1]))
+    for target in (torch.tensor([-1, -2]), [-1, -2], [2, -2]):
+        torch.testing.assert_close(answered(net, lambda: cd.attribute(x, target=target)), expected)
+    torch.testing.assert_close(cd.attribute(x, target=-1), cd.attribute(x, target=2))
+
+
+# ---------------------------------------------------------------------- errors that confuse
+
+
+X = torch.randn(2, 1, 8, 8)
+CNN = small_cnn()
+CD = ContextualDecomposition(CNN)
+COMPILED, SCRIPTED, TRACED = torch.compile(small_cnn()), torch.jit.script(small_cnn()), torch.jit.trace(small_cnn(), X)
+SCRIPTED_INSIDE = nn.Sequential(torch.jit.script(nn.Linear(64, 3)))
+
+CONFUSING = {
+    "mask is a list": (lambda: CD.decompose(X, [torch.ones(1, 1, 8, 8)]), TypeError, "masks must be a tensor or a non-empty tuple of tensors; got list"),
+    "mask tuple holds a list": (lambda: CD.decompose(X, ([1.0],)), TypeError, r"masks\[0\] is a list"),
+    "inputs None": (lambda: CD.decompose(None, torch.ones(1, 1, 8, 8)), TypeError, "inputs must be a tensor"),
+    "attribute inputs None": (lambda: CD.attribute(None, target=0), TypeError, "inputs must be a tensor"),
+    "bool feature_mask": (lambda: CD.attribute(X, target=0, feature_mask=torch.ones(1, 1, 8, 8, dtype=torch.bool)), TypeError, "feature_mask 0 must hold integer group ids, not torch.bool"),
+    "float feature_mask": (lambda: CD.attribute(X, target=0, feature_mask=torch.ones(8, 8)), TypeError, "integer group ids"),
+    "empty batch with feature_mask": (lambda: CD.attribute(X[:0], target=0, feature_mask=torch.zeros(8, 8, dtype=torch.long)), ValueError, r"at least one\s+example"),
+    "empty batch": (lambda: CD.decompose(X[:0], torch.ones(1, 1, 8, 8)), ValueError, "B >= 1"),
+    "float target": (lambda: CD.attribute(X, target=1.7), TypeError, r"target 1.7 is not an output index"),
+    "float target tensor": (lambda: CD.attribute(X, target=torch.tensor([0.0, 1.0])), TypeError, "integer output indices"),
+    "float target list": (lambda: CD.attribute(X, target=[0.0, 1.0]), TypeError, "not an output index"),
+    "bool target": (lambda: CD.attribute(X, target=True), TypeError, "not an output index"),
+    "scalar output": (lambda: ContextualDecomposition(lambda x: CNN(x).sum()).attribute(X), ValueError, r"output is a scalar"),
+    "interaction group counts": (lambda: CD.interactions(X, torch.ones(2, 1, 8, 8), torch.ones(3, 1, 8, 8), target=0), ValueError, "masks_a and masks_b need the same number of rows"),
+    "compiled model": (lambda: ContextualDecomposition(COMPILED).decompose(X, torch.ones(1, 1, 8, 8)), TypeError, r"torch\.compile.*_orig_mod"),
+    "compiled model, attribute": (lambda: ContextualDecomposition(COMPILED).attribute(X, target=0), TypeError, "_orig_mod"),
+    "scripted model": (lambda: ContextualDecomposition(SCRIPTED).decompose(X, torch.ones(1, 1, 8, 8)), TypeError, "TorchScript"),
+    "traced model": (lambda: ContextualDecomposition(TRACED).decompose(X, torch.ones(1, 1, 8, 8)), TypeError, "TorchScript"),
+    "scripted submodule": (lambda: ContextualDecomposition(SCRIPTED_INSIDE).decompose(X.flatten(1), torch.ones(1, 64)), TypeError, r"module '0' \(RecursiveScriptModule\) is TorchScript"),
+}
+
+
+@pytest.mark.parametrize("name", list(CONFUSING))
+def test_a_clear_error_that_names_the_argument(name):
+    call, error, match = CONFUSING[name]
+    refused(CNN, call, error, match)
+
+
+def test_a_parameter_of_another_dtype_first_is_not_mistaken_for_the_models_dtype():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.zeros(3, dtype=torch.float64))  # unused by forward
+            self.lin = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    net, x = Mixed().eval(), torch.randn(3, 4)
+    rel, irrel = answered(net, lambda: ContextualDecomposition(net).decompose(x, torch.ones(1, 4)))
+    torch.testing.assert_close(rel + irrel, net(x).detach()[None])
+    refused(net, lambda: ContextualDecomposition(net).decompose(x.half(), torch.ones(1, 4)), ValueError, "inputs are torch.float16")
+
+
+# ---------------------------------------------------------------------- feature_mask shapes
+
+
+FEATURE_MASK_SHAPES = [(8, 8), (1, 8, 8), (1, 1, 8, 8), (2, 1, 8, 8), (8,), (1, 8), (8, 1), (1, 1, 1, 8), (2, 1, 1, 8),
+                       (2, 8, 8), (64,), (3, 1, 8, 8), (1, 1, 8, 8, 1), (1, 2, 1, 8, 8)]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", FEATURE_MASK_SHAPES)
+def test_feature_mask_shapes_are_those_feature_ablation_accepts(shape):
+    """On a linear model without biases CD and FeatureAblation (baseline 0) agree exactly, so
+    the same accepted shape must also mean the same groups."""
+    from captum.attr import FeatureAblation
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3, bias=False)).eval()
+    x = torch.randn(2, 1, 8, 8)
+    ids = torch.arange(torch.Size(shape).numel()).view(shape) % 5
+    try:
+        expected = FeatureAblation(net).attribute(x, target=1, feature_mask=ids)
+    except Exception:
+        expected = None
+    if expected is None:
+        refused(net, lambda: ContextualDecomposition(net).attribute(x, target=1, feature_mask=ids), ValueError, "does not broadcast")
+    else:
+        got = answered(net, lambda: ContextualDecomposition(net).attribute(x, target=1, feature_mask=ids))
+        torch.testing.assert_close(got, expected)

@@ -1,6 +1,7 @@
 """Contextual decomposition (CD) as a Captum attribution method."""
 
 import contextlib
+import numbers
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
@@ -198,6 +199,7 @@ class ContextualDecomposition(Attribution):
         inputs = _format_tensor_into_tuples(inputs)
         args = _format_additional_forward_args(additional_forward_args) or ()
         model = self.forward_func if isinstance(self.forward_func, nn.Module) else None
+        _check_model(self.forward_func, training)
         _check_inputs(inputs, decomposed=self.layer is None, model=model)
         if (masks is None) == (relevant is None):
             raise ValueError("give exactly one of masks and relevant.")
@@ -217,7 +219,7 @@ class ContextualDecomposition(Attribution):
                         f"layer {type(self.layer).__name__} ran {calls[0]} times in the forward "
                         "pass; the decomposition starts at its output, so it must run exactly once."
                     )
-        return _output_decomposition(out, context)
+        return _without_empty_groups(_output_decomposition(out, context), context)
 
     # ------------------------------------------------------------------ attribute
 
@@ -408,7 +410,7 @@ class ContextualDecomposition(Attribution):
             ``(P, B, *output_shape)`` without.
         """
         masks_a, masks_b = _format_tensor_into_tuples(masks_a), _format_tensor_into_tuples(masks_b)
-        pairs = masks_a[0].shape[0]
+        pairs = _check_pairs(masks_a, masks_b)
         stacked = []
         for a, b in zip(masks_a, masks_b):
             a, b = torch.broadcast_tensors(a.to(torch.float64), b.to(torch.float64))
@@ -421,7 +423,10 @@ class ContextualDecomposition(Attribution):
     # ------------------------------------------------------------------ internals
 
     def _feature_shapes(self, inputs: Tuple[Tensor, ...], additional_forward_args) -> List[torch.Size]:
-        """Shapes of what is decomposed, batch included (the layer's output with ``layer``)."""
+        """Shapes of what is decomposed, batch included (the layer's output with ``layer``).
+        Validates the inputs and the model first: with ``layer`` this runs the model."""
+        _check_model(self.forward_func)
+        _check_inputs(inputs, self.layer is None, self.forward_func if isinstance(self.forward_func, nn.Module) else None)
         if self.layer is None:
             return [x.shape for x in inputs]
         shapes: List[torch.Size] = []
@@ -498,10 +503,47 @@ def _largest(deviation: Tensor) -> Tensor:
     return deviation.gather(0, deviation.abs().argmax(0, keepdim=True))[0]
 
 
+def _check_model(forward_func: Callable, training: str = "error") -> None:
+    """Refuses models CD cannot follow, and training-mode batch norms before they run (a
+    refused call must not have advanced their statistics)."""
+    if type(forward_func).__name__ == "OptimizedModule" or hasattr(forward_func, "_torchdynamo_orig_callable"):
+        raise TypeError(
+            "the model is compiled with torch.compile; CD follows the model's Python code op by op, "
+            "which compiled code does not run. Pass the original module (model._orig_mod of a "
+            "compiled module, or the function you compiled): it computes the same output."
+        )
+    if isinstance(forward_func, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
+        raise TypeError(
+            "the model is TorchScript (scripted or traced); its code runs inside TorchScript, where "
+            "CD cannot follow it and no rule applies. Pass the Python module it was made from."
+        )
+    if not isinstance(forward_func, nn.Module):
+        return
+    for name, m in forward_func.named_modules():
+        where = f"module '{name or '<the model itself>'}' ({type(m).__name__})"
+        if isinstance(m, torch.jit.ScriptModule):
+            raise TypeError(f"{where} is TorchScript, which CD cannot follow; use the Python module it was made from.")
+        stats = isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        if training == "error" and stats and m.training and m.running_mean is not None:
+            raise DecompositionError(
+                f"{where} is a batch norm in training mode: its output depends on the whole batch "
+                "and a forward pass updates its running statistics. Call model.eval() before "
+                "attributing (CD never changes the mode behind your back); to decompose during "
+                "training use CDEPRegularizer."
+            )
+
+
 def _check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[nn.Module]) -> None:
+    if not isinstance(inputs, tuple) or not inputs:
+        raise TypeError(f"inputs must be a tensor or a non-empty tuple of tensors; got {type(inputs).__name__}.")
     for i, x in enumerate(inputs):
         if not isinstance(x, Tensor):
             raise TypeError(f"input {i} is a {type(x).__name__}; inputs must be tensors.")
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(
+                f"input {i} has shape {tuple(x.shape)}; inputs are batch first with at least one "
+                "example (shape (B, *features), B >= 1)."
+            )
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise ValueError(f"input {i} contains NaN or infinite values; CD of such an input is undefined.")
         if decomposed and not x.is_floating_point():
@@ -509,18 +551,20 @@ def _check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[
                 f"input {i} has dtype {x.dtype}; only floating-point inputs can be decomposed. "
                 "For token ids pass layer=model.<embedding> to start after the embedding."
             )
-    param = next((p for p in model.parameters() if p.is_floating_point()), None) if model is not None else None
+    params = [p for p in model.parameters() if p.is_floating_point()] if model is not None else []
     x = next((x for x in inputs if x.is_floating_point()), None)
-    if param is not None and x is not None:
-        if param.device != x.device:
+    if params and x is not None:
+        devices, dtypes = {p.device for p in params}, {p.dtype for p in params}
+        if x.device not in devices:
             raise ValueError(
-                f"the inputs are on {x.device} but the model's parameters are on {param.device}; "
-                "move one to the other (model.to(device) or inputs.to(device))."
+                f"the inputs are on {x.device} but the model's parameters are on "
+                f"{', '.join(sorted(map(str, devices)))}; move one to the other (model.to(device) "
+                "or inputs.to(device))."
             )
-        if decomposed and param.dtype != x.dtype:
+        if decomposed and x.dtype not in dtypes:  # a model may keep some parameters in another dtype
             raise ValueError(
-                f"the inputs are {x.dtype} but the model's parameters are {param.dtype}; "
-                "convert one (inputs.to(dtype) or model.to(dtype))."
+                f"the inputs are {x.dtype} but the model's parameters are "
+                f"{', '.join(sorted(map(str, dtypes)))}; convert one (inputs.to(dtype) or model.to(dtype))."
             )
 
 
@@ -528,6 +572,9 @@ def _check_masks(masks: Tuple[Tensor, ...], targets: Tuple[Tensor, ...], what: s
     """Validates masks against what they decompose and shapes them ``(G, B or 1, *features)``."""
     if len(masks) != len(targets):
         raise ValueError(f"got {len(masks)} masks for {len(targets)} {what}; give one mask per input.")
+    for i, m in enumerate(masks):
+        if not isinstance(m, Tensor):
+            raise TypeError(f"mask {i} is a {type(m).__name__}; masks must be tensors.")
     groups = {m.shape[0] if m.ndim else None for m in masks}
     if len(groups) != 1 or None in groups:
         raise ValueError(f"every mask needs the same number of groups G in dimension 0; got shapes {[tuple(m.shape) for m in masks]}.")
@@ -552,20 +599,93 @@ def _check_masks(masks: Tuple[Tensor, ...], targets: Tuple[Tensor, ...], what: s
         m = m.to(x.dtype)
         if not torch.isfinite(m).all():
             raise ValueError(f"mask {i} contains NaN or infinite values.")
+        if ((m < 0) | (m > 1)).any():
+            raise ValueError(
+                f"mask {i} has values outside [0, 1] (from {m.min().item():g} to {m.max().item():g}); "
+                "1 marks a feature of the group, 0 one outside it, a value in between scales its share."
+            )
         shaped.append(m)
     return tuple(shaped)
+
+
+def _tensors(value: Any, name: str) -> Tuple[Tensor, ...]:
+    """A tensor or a tuple of tensors as a tuple; anything else is an error naming ``name``."""
+    if isinstance(value, Tensor):
+        return (value,)
+    if isinstance(value, tuple) and value:
+        for i, v in enumerate(value):
+            if not isinstance(v, Tensor):
+                raise TypeError(f"{name}[{i}] is a {type(v).__name__}; {name} must be tensors.")
+        return value
+    raise TypeError(f"{name} must be a tensor or a non-empty tuple of tensors; got {type(value).__name__}.")
+
+
+def _note_empty_groups(masks: Tuple[Tensor, ...]) -> None:
+    """Remembers which groups have an empty mask (all zeros, in every input)."""
+    context = current_context()
+    if context.collects:
+        context.empty_groups = torch.stack([m.reshape(m.shape[0], -1).eq(0).all(1) for m in masks]).all(0)
+
+
+def _without_empty_groups(out: Decomposition, context: DecompositionContext) -> Decomposition:
+    """A group with an empty mask scores exactly 0: CD's bias split would give it half of
+    every bias where the whole input is zero (0/0), as much as the full group gets."""
+    empty = context.empty_groups
+    if empty is None or out.groups != empty.shape[0]:
+        return out
+    rel = out.rel
+    return Decomposition(out.full, rel.masked_fill(empty.view(-1, *([1] * (rel.ndim - 1))), 0))
+
+
+def _broadcast_ids(m: Tensor, shape: torch.Size, i: int, batch: int) -> Tensor:
+    """A feature mask with as many dimensions as the input. As in torch and Captum, missing
+    dimensions are leading ones (``(8, 8)`` over ``(B, 1, 8, 8)``); where that does not fit,
+    a mask that starts with the batch dimension gets trailing ones instead (token ids
+    ``(1, T)`` over an embedding ``(B, T, E)``)."""
+    if not isinstance(m, Tensor):
+        raise TypeError(f"feature_mask {i} is a {type(m).__name__}; feature masks are tensors of integer group ids.")
+    if m.is_floating_point() or m.is_complex() or m.dtype == torch.bool:
+        raise TypeError(f"feature_mask {i} must hold integer group ids, not {m.dtype}.")
+    fits = lambda t: all(a in (1, b) for a, b in zip(t.shape, shape))  # noqa: E731
+    if m.ndim <= len(shape):
+        for candidate in (m.reshape(*([1] * (len(shape) - m.ndim)), *m.shape), m.reshape(*m.shape, *([1] * (len(shape) - m.ndim)))):
+            if fits(candidate):
+                return candidate
+    raise ValueError(
+        f"feature_mask {i} has shape {tuple(m.shape)}, which does not broadcast to the input's shape "
+        f"{tuple(shape)}: aligned from the last dimension (or, for a mask that starts with the batch "
+        f"dimension, from the first), each dimension equal or 1, the first 1 or {batch}."
+    )
+
+
+def _check_pairs(masks_a: Tuple[Tensor, ...], masks_b: Tuple[Tensor, ...]) -> int:
+    """The number of pairs P: masks_a and masks_b need P rows each, one mask per input."""
+    masks_a, masks_b = _tensors(masks_a, "masks_a"), _tensors(masks_b, "masks_b")
+    if len(masks_a) != len(masks_b):
+        raise ValueError(f"masks_a has {len(masks_a)} masks and masks_b {len(masks_b)}; give one per input in both.")
+    rows = {m.shape[0] if m.ndim else None for m in masks_a + masks_b}
+    if len(rows) != 1 or None in rows:
+        raise ValueError(
+            f"masks_a and masks_b need the same number of rows P (one per pair) in dimension 0; got "
+            f"shapes {[tuple(m.shape) for m in masks_a]} and {[tuple(m.shape) for m in masks_b]}."
+        )
+    return rows.pop()
 
 
 def _relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "inputs") -> Tuple[Tensor, ...]:
     """The relevant part of each decomposed tensor: ``mask * x``, or given directly."""
     if relevant is None:
-        masks = _check_masks(_format_tensor_into_tuples(masks), targets, what)
-        return tuple(m * x for m, x in zip(masks, targets))
-    relevant = _format_tensor_into_tuples(relevant)
-    for i, (r, x) in enumerate(zip(relevant, targets)):
-        if r.ndim != x.ndim + 1 or r.shape[1:] != x.shape:
-            raise ValueError(f"relevant part {i} has shape {tuple(r.shape)}; expected (G, *{tuple(x.shape)}).")
-    return relevant
+        masks = _check_masks(_tensors(masks, "masks"), targets, what)
+        parts = tuple(m * x for m, x in zip(masks, targets))
+        _note_empty_groups(masks)
+    else:
+        parts = _tensors(relevant, "relevant")
+        if len(parts) != len(targets):
+            raise ValueError(f"got {len(parts)} relevant parts for {len(targets)} {what}; give one per input.")
+        for i, (r, x) in enumerate(zip(parts, targets)):
+            if r.ndim != x.ndim + 1 or r.shape[1:] != x.shape:
+                raise ValueError(f"relevant part {i} has shape {tuple(r.shape)}; expected (G, *{tuple(x.shape)}).")
+    return parts
 
 
 @contextlib.contextmanager
@@ -637,8 +757,10 @@ def _output_decomposition(out: Any, context: DecompositionContext) -> Decomposit
 def target_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
     """Selects the target from ``rel`` of shape ``(G, B, *out)``: one score per group and
     example, shape ``(G, B)``, with any of Captum's target forms."""
+    if full.ndim == 0:
+        raise ValueError("the model's output is a scalar (shape ()); CD scores need a batch-first output (B, ...).")
     groups, batch = rel.shape[:2]
-    _check_target(target, full)
+    target = _check_target(target, full)
     if target is None:
         selected = rel
     else:
@@ -652,12 +774,16 @@ def target_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
     return selected.reshape(groups, batch)
 
 
-def _check_target(target: TargetType, full: Tensor) -> None:
+def _check_target(target: TargetType, full: Tensor) -> TargetType:
+    """Validates ``target`` against the output; returns it with negative indices counted
+    from the end (as an int target is) in every form."""
     if target is None:
-        return
+        return None
     if full.ndim < 2:
         raise ValueError(f"a target selects an output column, but the output has shape {tuple(full.shape)}.")
     if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"a target tensor must hold integer output indices; got {target.dtype}.")
         if target.numel() > 1 and (target.ndim != 1 or target.numel() != full.shape[0]):
             raise ValueError(f"a target tensor needs one entry per example ({full.shape[0]}); got shape {tuple(target.shape)}.")
         values = target.flatten().tolist()
@@ -669,11 +795,19 @@ def _check_target(target: TargetType, full: Tensor) -> None:
         values = [target]
     for value in values:
         index = value if isinstance(value, tuple) else (value,)
+        if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index):
+            raise TypeError(f"target {value!r} is not an output index; targets are ints or tuples of ints.")
         if len(index) > full.ndim - 1:
             raise ValueError(f"target {value} has more indices than the output's dimensions {tuple(full.shape[1:])}.")
         for i, size in zip(index, full.shape[1:]):
             if not -size <= i < size:
                 raise ValueError(f"target {value} is out of range for a model output of shape {tuple(full.shape)}.")
+    if isinstance(target, Tensor) and min(values, default=0) < 0:
+        return torch.where(target < 0, target + full.shape[1], target)
+    if isinstance(target, list):
+        wrap = lambda v: tuple(int(i) % n for i, n in zip(v, full.shape[1:])) if isinstance(v, tuple) else int(v) % full.shape[1]  # noqa: E731
+        return [wrap(v) for v in target]
+    return target
 
 
 # The two group builders below return (number of groups, build(start, stop) -> the masks
@@ -707,16 +841,7 @@ def _groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: i
     """Groups from Captum-style feature masks of integer ids, shared across the inputs."""
     if len(ids) != len(shapes):
         raise ValueError(f"got {len(ids)} feature masks for {len(shapes)} inputs.")
-    ids = tuple(m.reshape(*m.shape, *([1] * (len(s) - m.ndim))) if m.ndim < len(s) else m for m, s in zip(ids, shapes))
-    for i, (m, shape) in enumerate(zip(ids, shapes)):
-        fits = m.ndim == len(shape) and m.shape[0] in (1, batch) and all(a in (1, b) for a, b in zip(m.shape[1:], shape[1:]))
-        if not fits:
-            raise ValueError(
-                f"feature_mask {i} has shape {tuple(m.shape)}, which does not broadcast to the "
-                f"input's shape {tuple(shape)} with a first dimension of 1 or {batch}."
-            )
-        if m.is_floating_point():
-            raise TypeError(f"feature_mask {i} must hold integer group ids, not {m.dtype}.")
+    ids = tuple(_broadcast_ids(m, shape, i, batch) for i, (m, shape) in enumerate(zip(ids, shapes)))
     values = torch.unique(torch.cat([m.flatten() for m in ids]))
     index = [torch.searchsorted(values, m) for m in ids]  # group number of every feature
 

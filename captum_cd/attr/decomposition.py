@@ -231,6 +231,8 @@ class DecompositionContext:
     softmax_outputs: Dict[int, Tuple[Decomposition, Tensor, Any]] = field(default_factory=dict)
     # False for the context outside any call, which must not keep anything.
     collects: bool = True
+    # (G,) True for groups whose relevant input is exactly zero: they score exactly 0.
+    empty_groups: Optional[Tensor] = None
 
     def remember_softmax(self, logits: Decomposition, out: Tensor, frame: Any) -> None:
         if self.collects:
