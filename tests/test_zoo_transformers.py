@@ -1,0 +1,172 @@
+"""Hugging Face models (random weights from small configs, float64, nothing downloaded)
+decompose as they are, from their input embedding: decoders (GPT-2, Llama, Mistral, Qwen2)
+with the key-value cache on and off, padding, both attention paths; DeBERTa-v2; the T5
+encoder. BERT is in ``tests/test_huggingface.py``."""
+
+import pytest
+import torch
+from torch import nn
+
+from _zoo import assert_complete_and_on_scale, assert_unchanged, DT, snapshot
+from captum_cd import ContextualDecomposition, token_masks
+
+transformers = pytest.importorskip("transformers")  # in the test extra; optional for users
+
+VOCAB, T = 50, 8
+SMALL = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+
+
+def _config(name: str, implementation: str, **extra):
+    if name == "gpt2":
+        return transformers.GPT2Config(
+            vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=32, attn_implementation=implementation, **extra
+        )
+    config = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig, "qwen2": transformers.Qwen2Config}[name]
+    return config(num_key_value_heads=2, max_position_embeddings=32, attn_implementation=implementation, **SMALL, **extra)
+
+
+def _decoder(name: str, implementation: str, **extra) -> nn.Module:
+    torch.manual_seed(0)
+    config = _config(name, implementation, **extra)
+    return transformers.AutoModelForCausalLM.from_config(config).to(DT).eval()
+
+
+class NextTokenLogits(nn.Module):
+    """The next-token logits after the last real token of each prompt (right padding)."""
+
+    def __init__(self, model: nn.Module, use_cache: bool) -> None:
+        super().__init__()
+        self.model, self.use_cache = model, use_cache
+
+    def forward(self, ids, attention_mask):
+        logits = self.model(input_ids=ids, attention_mask=attention_mask, use_cache=self.use_cache).logits
+        last = attention_mask.sum(1) - 1
+        return logits[torch.arange(ids.shape[0]), last]
+
+
+def _prompts():
+    ids = torch.randint(0, VOCAB, (2, T), generator=torch.Generator().manual_seed(1))
+    attention_mask = torch.ones(2, T, dtype=torch.long)
+    attention_mask[1, 6:] = 0  # the second prompt is 6 tokens long, padded on the right
+    return ids, attention_mask
+
+
+SPANS = [(0, 2), (2, 5), (5, 6)]
+
+
+def _decompose(model, wrapper, ids, attention_mask, masks):
+    before = snapshot(model)
+    cd = ContextualDecomposition(wrapper, layer=model.get_input_embeddings())
+    rel, irr = cd.decompose(ids, masks, additional_forward_args=(attention_mask,))
+    assert_unchanged(model, before)
+    return rel, irr
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "mistral", "qwen2"])
+def test_decoder_is_complete_with_and_without_cache_and_on_both_attention_paths(name, one_thread):
+    ids, attention_mask = _prompts()
+    masks = token_masks(SPANS, T, dtype=DT)
+    relevant = {}
+    for implementation in ("eager", "sdpa"):
+        model = _decoder(name, implementation)
+        for use_cache in (False, True):
+            wrapper = NextTokenLogits(model, use_cache)
+            rel, irr = _decompose(model, wrapper, ids, attention_mask, masks)
+            with torch.no_grad():
+                out = wrapper(ids, attention_mask)
+            assert_complete_and_on_scale(rel, irr, out)
+            relevant[implementation, use_cache] = (rel, out)
+    for implementation in ("eager", "sdpa"):  # the cache changes nothing
+        torch.testing.assert_close(relevant[implementation, True][0], relevant[implementation, False][0], rtol=0, atol=1e-12)
+    (rel_eager, out_eager), (rel_sdpa, out_sdpa) = relevant["eager", False], relevant["sdpa", False]
+    # Llama's family computes the eager softmax in float32 even for a float64 model, so the
+    # two paths differ in the model's own output by ~1e-8; CD may differ by that much.
+    own = (out_eager - out_sdpa).abs().max()
+    torch.testing.assert_close(rel_eager, rel_sdpa, rtol=0, atol=float(100 * own + 1e-12))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_left_padding_gets_no_relevance(name, one_thread):
+    """With left padding no real token attends to the padding: a group of padding tokens
+    scores exactly 0 (SDPA: fully masked rows of the padded queries are zero)."""
+    model = _decoder(name, "sdpa")
+    ids = torch.randint(0, VOCAB, (2, T), generator=torch.Generator().manual_seed(2))
+    attention_mask = torch.ones(2, T, dtype=torch.long)
+    attention_mask[1, :3] = 0
+    masks = torch.zeros(2, 2, T, 1, dtype=DT)  # per example: (G, B, T, 1)
+    masks[0, 1, :3] = 1  # the padding of the second prompt
+    masks[1, 1, 3:] = 1  # its real tokens
+    wrapper = NextTokenLogits(model, use_cache=False)
+    rel, irr = _decompose(model, wrapper, ids, attention_mask, masks)
+    with torch.no_grad():
+        out = wrapper(ids, attention_mask)
+    torch.testing.assert_close(rel + irr, out.expand_as(rel), rtol=0, atol=1e-10)
+    assert rel[0, 1].abs().max() < 1e-12
+    assert rel[1, 1].abs().max() > 0.05 * out[1].abs().max()
+
+
+def test_gpt2_scores_do_not_depend_on_how_gelu_is_written(one_thread):
+    """``gelu_new`` is written by hand in transformers (0.5 x (1 + tanh(...))); it computes
+    the same function as ``gelu_pytorch_tanh`` (``F.gelu(approximate='tanh')``)."""
+    ids, attention_mask = _prompts()
+    masks = token_masks(SPANS, T, dtype=DT)
+    rels = []
+    for activation in ("gelu_new", "gelu_pytorch_tanh"):
+        model = _decoder("gpt2", "eager", activation_function=activation)
+        rel, irr = _decompose(model, NextTokenLogits(model, False), ids, attention_mask, masks)
+        rels.append(rel)
+    assert rels[0].abs().max() > 1e-3
+    torch.testing.assert_close(rels[0], rels[1], rtol=0, atol=1e-12)
+
+
+class Logits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, attention_mask):
+        return self.model(input_ids=ids, attention_mask=attention_mask).logits
+
+
+def test_deberta_v2_with_relative_positions(one_thread):
+    """DeBERTa-v2's disentangled attention multiplies by the embedding through bmm."""
+    torch.manual_seed(0)
+    config = transformers.DebertaV2Config(
+        **SMALL, max_position_embeddings=32, num_labels=3, relative_attention=True, pos_att_type=["p2c", "c2p"]
+    )
+    model = transformers.DebertaV2ForSequenceClassification(config).to(DT).eval()
+    ids, attention_mask = _prompts()
+    wrapper = Logits(model)
+    rel, irr = _decompose(model, wrapper, ids, attention_mask, token_masks(SPANS, T, dtype=DT))
+    with torch.no_grad():
+        assert_complete_and_on_scale(rel, irr, wrapper(ids, attention_mask))
+
+
+class MeanEncoding(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids).last_hidden_state.mean(1)
+
+
+def test_t5_encoder_from_the_embedding_that_runs(one_thread):
+    """T5's ``shared`` embedding does not run in the encoder's forward pass (the encoder has
+    its own ``embed_tokens``, with the same weight): ``layer=model.encoder.embed_tokens``
+    works, ``layer=model.shared`` is refused with an error that says the layer did not run."""
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
+    model = transformers.T5EncoderModel(config).to(DT).eval()
+    ids, _ = _prompts()
+    wrapper = MeanEncoding(model)
+    masks = token_masks(SPANS, T, dtype=DT)
+    before = snapshot(model)
+    rel, irr = ContextualDecomposition(wrapper, layer=model.encoder.embed_tokens).decompose(ids, masks)
+    assert_unchanged(model, before)
+    with torch.no_grad():
+        assert_complete_and_on_scale(rel, irr, wrapper(ids))
+    if model.shared is not model.encoder.embed_tokens:
+        with pytest.raises(Exception, match="ran 0 times"):
+            ContextualDecomposition(wrapper, layer=model.shared).decompose(ids, masks)
+        assert_unchanged(model, before)
