@@ -27,7 +27,7 @@ from captum_cd.attr import (
     UnsupportedOperationError,
     visualization_record,
 )
-from captum_cd.attr.masks import grid_ids, ids_to_masks, token_masks
+from captum_cd.attr.masks import grid_ids, ids_to_masks, text_span_masks, token_masks
 from captum_cd.attr.rules import register_rule
 from captum_cd.penalties import CDEPRegularizer
 
@@ -49,6 +49,7 @@ __all__ = [
     "ids_to_masks",
     "register_rule",
     "rules",
+    "text_span_masks",
     "token_masks",
     "token_scores",
     "transforms",

@@ -1,6 +1,6 @@
 """Building feature groups: token spans for text, blocks for images."""
 
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -37,6 +37,67 @@ def token_masks(
             raise ValueError(f"span ({start}, {stop}) is empty or outside a sequence of length {length}.")
         masks[g, start:stop] = 1
     return masks
+
+
+def text_span_masks(
+    offsets: Union[Tensor, Sequence[Tuple[int, int]]],
+    spans: Iterable[Union[str, Sequence[int]]],
+    text: Optional[str] = None,
+    dtype: torch.dtype = torch.float32,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    r"""One mask over the tokens of a text per span of its characters, from a fast
+    tokenizer's offsets: a token belongs to a span if any of its characters does.
+
+    Args:
+        offsets (Tensor or list of (start, end)): the character range of each token, as a
+                    fast tokenizer returns it (``tokenizer(text,
+                    return_offsets_mapping=True)["offset_mapping"]``, shape ``(T, 2)`` or
+                    ``(1, T, 2)``, or ``tokenizers``' ``Encoding.offsets``). Special tokens
+                    have empty ranges ``(0, 0)`` and belong to no span.
+        spans (iterable of (start, stop) or str): character positions ``start <= c <
+                    stop`` of each group, or a piece of ``text`` (a word, a phrase): its
+                    first occurrence.
+        text (str, optional): the text, needed for spans given as strings.
+
+    Returns:
+        *Tensor* of shape ``(G, T)``, like :func:`token_masks`.
+
+    Examples::
+
+        >>> enc = tokenizer("not a good movie", return_offsets_mapping=True)
+        >>> masks = text_span_masks(enc["offset_mapping"], ["not a good", "movie"], text="not a good movie")
+    """
+    offsets = torch.as_tensor(offsets, dtype=torch.long, device=device)
+    if offsets.ndim == 3 and offsets.shape[0] == 1:
+        offsets = offsets[0]
+    if offsets.ndim != 2 or offsets.shape[1] != 2:
+        raise ValueError(
+            f"offsets has shape {tuple(offsets.shape)}; expected (T, 2) character ranges of one text's tokens."
+        )
+    ranges = [_character_range(span, text) for span in spans]
+    starts, stops = offsets[:, 0], offsets[:, 1]
+    masks = torch.zeros(len(ranges), offsets.shape[0], dtype=dtype, device=device)
+    for g, (start, stop) in enumerate(ranges):
+        hit = (starts < stop) & (stops > start) & (stops > starts)
+        if not hit.any():
+            raise ValueError(f"span {start}:{stop} of the text holds no token; check the spans and offsets.")
+        masks[g] = hit.to(dtype)
+    return masks
+
+
+def _character_range(span: Union[str, Sequence[int]], text: Optional[str]) -> Tuple[int, int]:
+    if isinstance(span, str):
+        if text is None:
+            raise ValueError(f"span {span!r} is a string: pass text= to find it in.")
+        start = text.find(span)
+        if start < 0 or not span:
+            raise ValueError(f"span {span!r} does not occur in the text.")
+        return start, start + len(span)
+    start, stop = tuple(span)
+    if not 0 <= start < stop:
+        raise ValueError(f"span ({start}, {stop}) is empty or negative; spans are (start, stop) with start < stop.")
+    return int(start), int(stop)
 
 
 def grid_ids(height: int, width: int, block: int, device: Optional[torch.device] = None) -> Tensor:
