@@ -68,26 +68,57 @@ class Hierarchy:
             "tokens": list(self.tokens) if self.tokens is not None else None,
         }
 
-    def plot(self, path_or_ax: Union[str, Any] = None, cmap: str = "RdBu_r", max_panels: int = 8):
-        """Draws the hierarchy (matplotlib).
+    def plot(
+        self,
+        path: Union[None, str, Any] = None,
+        ax: Any = None,
+        cmap: str = "RdBu_r",
+        max_panels: int = 8,
+        level: int = -1,
+        colorbar: bool = True,
+    ):
+        """Draws the hierarchy with matplotlib and returns the figure.
 
-        Text: one row per level, words coloured by the score of the phrase they belong to
-        (the ACD paper's figure). Images: one panel per level (at most ``max_panels``,
-        evenly spaced), components outlined and coloured by score.
+        Text: one row per level, each word on a box coloured by the score of the phrase
+        it belongs to (the ACD paper's figure); words are spaced by their length, so long
+        sentences never overlap, and the text is white on dark boxes. Images: the input,
+        the units' scores and one panel per level (at most ``max_panels``, evenly spaced),
+        components outlined and coloured by score, each panel with its colour bar.
+
+        Nothing about matplotlib's backend is changed: in a notebook the figure shows
+        inline (it is a pyplot figure, and the returned figure displays itself); in a
+        script without a display matplotlib draws off screen. With ``path`` the figure
+        is written and closed.
 
         Args:
-            path_or_ax (str or matplotlib Axes, optional): a file to write, or an Axes to
-                        draw into (text only). Default: None (returns the figure).
-        """
-        import matplotlib
+            path (str, optional): a file to write (any format matplotlib knows). An Axes
+                        here is taken as ``ax``. Default: None
+            ax (matplotlib Axes, optional): draw into this Axes instead of a new figure:
+                        the whole hierarchy for text, the level ``level`` for images.
+                        Default: None
+            cmap (str, optional): a diverging colormap; red for, blue against with the
+                        default. Default: "RdBu_r"
+            max_panels (int, optional): images: at most this many level panels.
+                        Default: 8
+            level (int, optional): images with ``ax``: which level to draw.
+                        Default: -1 (the last)
+            colorbar (bool, optional): draw colour bars. Default: True
 
-        if isinstance(path_or_ax, str) or path_or_ax is None:
-            matplotlib.use("Agg", force=False)
+        Returns:
+            *matplotlib.figure.Figure*
+        """
         import matplotlib.pyplot as plt
 
-        figure = _plot_text(self, path_or_ax, cmap, plt) if self.kind == "1d" else _plot_image(self, cmap, max_panels, plt)
-        if isinstance(path_or_ax, str):
-            figure.savefig(path_or_ax, dpi=110, bbox_inches="tight")
+        if path is not None and not isinstance(path, str):
+            path, ax = None, path
+        if self.kind == "1d":
+            figure = _plot_text(self, ax, cmap, colorbar, plt)
+        elif ax is not None:
+            figure = _plot_level(self, ax, level, cmap, colorbar)
+        else:
+            figure = _plot_image(self, cmap, max_panels, colorbar, plt)
+        if path is not None:
+            figure.savefig(path, dpi=110, bbox_inches="tight")
             plt.close(figure)
         return figure
 
@@ -97,27 +128,68 @@ def _limit(h: Hierarchy) -> float:
     return max(values + [1e-12])
 
 
-def _plot_text(h: Hierarchy, ax, cmap, plt):
+# Words are drawn in a monospaced font, so a word's width is known without a renderer.
+_FONT_SIZE = 8
+_CHAR_INCHES = 0.6 * _FONT_SIZE / 72  # advance of one DejaVu Sans Mono character
+_PAD_CHARS = 1.6  # space between boxes, in characters
+
+
+def text_colour(rgba) -> str:
+    """Black or white, whichever reads better on a box of colour ``rgba`` (relative
+    luminance of the sRGB colour, as WCAG defines it)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "white" if luminance < 0.179 else "black"
+
+
+def _word_centres(tokens: Sequence[str]) -> Tuple[np.ndarray, float]:
+    """Centres of the words along a row, in characters, and the row's length."""
+    widths = np.array([len(t) for t in tokens], dtype=float) + _PAD_CHARS
+    right = np.cumsum(widths)
+    return right - widths / 2, float(right[-1]) if len(tokens) else 1.0
+
+
+def _plot_text(h: Hierarchy, ax, cmap, colorbar, plt):
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     tokens = list(h.tokens) if h.tokens is not None else [str(i) for i in range(len(h.unit_map))]
     rows = [h.unit_scores[h.unit_map]] + [h.feature_scores(i) for i in range(len(h.levels))]
-    if ax is None or isinstance(ax, str):
-        figure, ax = plt.subplots(figsize=(max(6, 0.55 * len(tokens)), 0.45 * len(rows) + 0.6))
+    centres, length = _word_centres(tokens)
+    limit = _limit(h)
+    norm, colormap = Normalize(-limit, limit), plt.get_cmap(cmap)
+    bar_space = None
+    if ax is None:  # axes exactly as wide as the words need, margins for labels and bar
+        left, right, height = 0.9, 1.3 if colorbar else 0.2, 0.3 * len(rows) + 0.3
+        figure = plt.figure(figsize=(left + length * _CHAR_INCHES + right, height + 0.6))
+        width, total = figure.get_figwidth(), height + 0.6
+        ax = figure.add_axes((left / width, 0.2 / total, length * _CHAR_INCHES / width, height / total))
+        if colorbar:
+            bar_space = figure.add_axes(((left + length * _CHAR_INCHES + 0.15) / width, 0.2 / total, 0.12 / width, height / total))
     else:
         figure = ax.figure
-    limit = _limit(h)
-    colormap = plt.get_cmap(cmap)
-    in_level = [np.zeros(len(tokens), bool)] + [_selected(h, i) for i in range(len(h.levels))]
+    if colorbar:  # before the words: in a given Axes the bar takes its room first
+        bar = figure.colorbar(ScalarMappable(norm, colormap), ax=None if bar_space else ax, cax=bar_space, fraction=0.05, pad=0.01)
+        bar.set_label("CD score\n(red: for, blue: against)", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
+    # The font shrinks to fit a given Axes: words never overlap.
+    ax_inches = ax.get_position().width * figure.get_figwidth()
+    font_size = min(_FONT_SIZE, 0.98 * ax_inches / length * 72 / 0.6)
+    in_level = [np.ones(len(tokens), bool)] + [_selected(h, i) for i in range(len(h.levels))]
     for r, (scores, selected) in enumerate(zip(rows, in_level)):
         for t, word in enumerate(tokens):
-            colour = colormap(0.5 + 0.5 * scores[t] / limit) if (r == 0 or selected[t]) else (1, 1, 1, 1)
-            ax.text(t, -r, word, ha="center", va="center", fontsize=8, bbox=dict(boxstyle="square,pad=0.25", fc=colour, ec="none"))
-    ax.set_xlim(-0.7, len(tokens) - 0.3)
+            colour = colormap(norm(scores[t])) if selected[t] else (1.0, 1.0, 1.0, 1.0)
+            ax.text(
+                centres[t], -r, word, ha="center", va="center", fontsize=font_size, family="monospace",
+                color=text_colour(colour), bbox=dict(boxstyle="square,pad=0.25", fc=colour, ec="none"),
+            )  # fmt: skip
+    ax.set_xlim(0, length)
     ax.set_ylim(-len(rows) + 0.4, 0.6)
     ax.set_yticks([-r for r in range(len(rows))], ["words"] + [f"level {i + 1}" for i in range(len(h.levels))], fontsize=7)
     ax.set_xticks([])
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
-    ax.set_title(f"ACD hierarchy (score of the whole input {h.score:+.2f}; red: for, blue: against)", fontsize=9)
+    ax.set_title(f"ACD hierarchy (score of the whole input {h.score:+.2f})", fontsize=9)
     return figure
 
 
@@ -126,37 +198,57 @@ def _selected(h: Hierarchy, level: int) -> np.ndarray:
     return np.isin(h.unit_map, list(units))
 
 
-def _plot_image(h: Hierarchy, cmap, max_panels, plt):
-    from skimage.segmentation import find_boundaries
+def _show_level(h: Hierarchy, ax, level: int, cmap, colorbar) -> None:
+    label = np.zeros(h.unit_map.shape, int)
+    scores = np.full(h.unit_map.shape, np.nan)
+    for i, comp in enumerate(h.levels[level], start=1):
+        inside = np.isin(h.unit_map, comp.units)
+        label[inside], scores[inside] = i, comp.score
+    limit = np.nanmax(np.abs(scores)) if np.isfinite(scores).any() else 1.0
+    shown = ax.imshow(np.ma.masked_invalid(scores), cmap=cmap, vmin=-limit, vmax=limit)
+    height, width = label.shape
+    fine = 8  # outlines along pixel edges (contours of the upsampled map), covering no pixel
+    for i in range(1, int(label.max()) + 1):
+        inside = np.pad(np.kron(label == i, np.ones((fine, fine))), 1)  # closed at the image's border too
+        pad = 1 / fine
+        extent = (-0.5 - pad, width - 0.5 + pad, height - 0.5 + pad, -0.5 - pad)
+        ax.contour(inside, levels=[0.5], colors="black", linewidths=0.8, origin="upper", extent=extent)
+    ax.set_xlim(-0.5, width - 0.5), ax.set_ylim(height - 0.5, -0.5)
+    ax.set_title(f"level {level % len(h.levels) + 1}", fontsize=8)
+    ax.set_xticks([]), ax.set_yticks([])
+    if colorbar:
+        ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
 
+
+def _plot_level(h: Hierarchy, ax, level: int, cmap, colorbar):
+    if not h.levels:
+        raise ValueError("the hierarchy has no levels to draw.")
+    _show_level(h, ax, level, cmap, colorbar)
+    return ax.figure
+
+
+def _plot_image(h: Hierarchy, cmap, max_panels, colorbar, plt):
     count = len(h.levels)
     picks = sorted(set(np.linspace(0, count - 1, min(count, max_panels)).round().astype(int))) if count else []
     panels = (1 if h.image is not None else 0) + 1 + len(picks)
-    figure, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.5))
-    axes = np.atleast_1d(axes)
+    figure, axes = plt.subplots(1, panels, figsize=(2.5 * panels, 2.6), squeeze=False)
+    axes = axes[0]
     k = 0
     if h.image is not None:
         image = h.image if h.image.ndim == 2 else np.moveaxis(h.image, 0, -1).squeeze()
         axes[0].imshow(image, cmap="gray_r" if image.ndim == 2 else None)
         axes[0].set_title("input", fontsize=8)
+        axes[0].set_xticks([]), axes[0].set_yticks([])
         k = 1
     unit_map = h.unit_scores[h.unit_map]
     limit = np.abs(unit_map).max() or 1.0  # each panel on its own scale: levels differ a lot
-    axes[k].imshow(unit_map, cmap=cmap, vmin=-limit, vmax=limit)
+    shown = axes[k].imshow(unit_map, cmap=cmap, vmin=-limit, vmax=limit)
     axes[k].set_title("units", fontsize=8)
+    axes[k].set_xticks([]), axes[k].set_yticks([])
+    if colorbar:
+        figure.colorbar(shown, ax=axes[k], fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
     for ax, level in zip(axes[k + 1 :], picks):
-        label = np.zeros(h.unit_map.shape, int)
-        scores = np.full(h.unit_map.shape, np.nan)
-        for i, comp in enumerate(h.levels[level], start=1):
-            inside = np.isin(h.unit_map, comp.units)
-            label[inside], scores[inside] = i, comp.score
-        limit = np.nanmax(np.abs(scores)) if np.isfinite(scores).any() else 1.0
-        ax.imshow(np.ma.masked_invalid(scores), cmap=cmap, vmin=-limit, vmax=limit)
-        edges = find_boundaries(label, mode="inner") & (label > 0)
-        ax.imshow(np.ma.masked_where(~edges, edges), cmap="gray", vmin=0, vmax=1, alpha=0.9)
-        ax.set_title(f"level {level + 1}", fontsize=8)
-    for ax in axes:
-        ax.set_xticks([]), ax.set_yticks([])
+        _show_level(h, ax, level, cmap, colorbar)
     figure.suptitle("ACD hierarchy (red: for the class, blue: against; each panel on its own scale)", fontsize=9)
     figure.tight_layout()
     return figure
