@@ -486,3 +486,223 @@ def test_feature_mask_shapes_are_those_feature_ablation_accepts(shape):
     else:
         got = answered(net, lambda: ContextualDecomposition(net).attribute(x, target=1, feature_mask=ids))
         torch.testing.assert_close(got, expected)
+
+
+# ---------------------------------------------------------------------- CDEP
+
+
+def _bn_cnn() -> nn.Module:
+    """A model in training mode with batch norm: any pass it runs moves its statistics."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).train()
+
+
+IMAGES, LABELS = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 1])
+
+
+def _regions(*empty: int) -> torch.Tensor:
+    masks = torch.zeros(3, 1, 8, 8)
+    masks[0, :, :2, :2], masks[1, :, 4:, 4:], masks[2, :, 3, :] = 1, 1, 1
+    for r in empty:
+        masks[r] = 0
+    return masks
+
+
+CDEP_SETTINGS = {
+    "negative weight": (dict(weight=-1.0), "weight must be a finite number >= 0"),
+    "NaN weight": (dict(weight=float("nan")), "weight must be a finite number >= 0"),
+    "target_values above 1": (dict(form="target", target_values=[0.0, 1.5, 0.0]), r"target_values must be one number in \[0, 1\]"),
+    "target_values NaN": (dict(form="target", target_values=[0.0, float("nan"), 0.0]), r"in \[0, 1\]"),
+    "subsample 0": (dict(subsample=0), "subsample must be a positive integer"),
+    "subsample -1": (dict(subsample=-1), "subsample must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("name", list(CDEP_SETTINGS))
+def test_cdep_settings_are_checked_when_made(name):
+    from captum_cd import CDEPRegularizer
+
+    options, match = CDEP_SETTINGS[name]
+    net = _bn_cnn()
+    refused(net, lambda: CDEPRegularizer(net, **options), ValueError, match)
+
+
+def _nan_images():
+    x = IMAGES.clone()
+    x[0, 0, 0, 0] = float("nan")
+    return x
+
+
+CDEP_CALLS = {
+    "target_values of the wrong length": (dict(form="target", target_values=[0.0, 1.0]), lambda r: r(IMAGES, _regions()), ValueError, "target_values has 2 entries for 3 regions"),
+    "NaN input with subsample": (dict(subsample=2), lambda r: r.output_and_penalty(_nan_images(), _regions()), ValueError, "NaN or infinite"),
+    "mask values outside [0, 1] with subsample": (dict(subsample=2), lambda r: r(IMAGES, 2 * _regions()), ValueError, r"outside \[0, 1\]"),
+    "masks of the wrong shape with subsample": (dict(subsample=2), lambda r: r(IMAGES, torch.ones(3, 1, 7, 8)), ValueError, "does not fit"),
+    "list target": (dict(form="text"), lambda r: r(IMAGES, _regions(), target=[0, 1, 2, 1]), TypeError, "target must be a tensor of integer labels"),
+    "negative label": (dict(form="text"), lambda r: r(IMAGES, _regions(), target=torch.tensor([0, -1, 2, 1])), ValueError, "negative label"),
+    "float labels": (dict(), lambda r: r(IMAGES, _regions(), target=LABELS.float()), TypeError, "integer labels"),
+}
+
+
+@pytest.mark.parametrize("name", list(CDEP_CALLS))
+def test_cdep_refuses_before_the_model_runs(name):
+    from captum_cd import CDEPRegularizer
+
+    options, call, error, match = CDEP_CALLS[name]
+    net = _bn_cnn()
+    regularizer = CDEPRegularizer(net, **options)
+    refused(net, lambda: call(regularizer), error, match)  # batch norm statistics untouched
+
+
+def test_cdep_text_labels_beyond_the_classes():
+    from captum_cd import CDEPRegularizer
+
+    net = small_cnn()
+    with pytest.raises(ValueError, match="label 5 but the model has 3 classes"):
+        CDEPRegularizer(net, form="text")(torch.randn(2, 1, 8, 8), torch.ones(1, 1, 8, 8), target=torch.tensor([0, 5]))
+
+
+@pytest.mark.parametrize("form", ["image", "target"])
+def test_cdep_an_empty_region_adds_nothing(form):
+    from captum_cd import CDEPRegularizer
+
+    net = _bn_cnn().eval()
+    options = dict(form=form, target_values=[0.0, 1.0, 0.0]) if form == "target" else dict(form=form)
+    regularizer = CDEPRegularizer(net, **options)
+    with torch.no_grad():
+        with_empty = regularizer(IMAGES, _regions(1))
+        regions = _regions()[[0, 2]]
+        if form == "target":
+            regularizer = CDEPRegularizer(net, form=form, target_values=[0.0, 0.0])
+        without = regularizer(IMAGES, regions)
+    torch.testing.assert_close(with_empty, without)
+    assert without > 0
+
+
+# ---------------------------------------------------------------------- AWD
+
+
+def _awd_teacher(nan: bool = False) -> nn.Module:
+    class Teacher(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 3)
+
+        def forward(self, x):
+            out = self.lin(x)
+            return out * float("nan") if nan else out
+
+    return Teacher().double().eval()
+
+
+def _awd_data():
+    return torch.randn(8, 16, dtype=torch.float64)
+
+
+AWD_CALLS = {
+    "NaN teacher": (True, dict(target=0), ValueError, "interpretation term is NaN or infinite.*teacher's output"),
+    "NaN teacher with validation": (True, dict(target=0, validation=_awd_data()), ValueError, "NaN or infinite"),
+    "epochs=-1": (False, dict(target=0, epochs=-1), ValueError, "epochs must be a positive integer"),
+    "target beyond the outputs": (False, dict(target=5), ValueError, "target 5 is beyond the teacher's outputs"),
+    "tensor target beyond the outputs": (False, dict(target=torch.tensor([3] * 4)), ValueError, "beyond the teacher's outputs"),
+    "cd target beyond the outputs": (False, dict(target=5, method="cd"), ValueError, "target 5 is out of range"),
+}
+
+
+@pytest.mark.parametrize("name", list(AWD_CALLS))
+def test_fit_wavelet_refuses_rather_than_return_a_nan_filter(name):
+    from captum_cd.penalties.awd import AdaptiveWavelet, fit_wavelet
+
+    nan, options, error, match = AWD_CALLS[name]
+    teacher, data = _awd_teacher(nan), _awd_data()
+    wavelet = AdaptiveWavelet("db2", levels=2, dtype=torch.float64)
+    before = wavelet.lowpass().detach().clone()
+    generator = torch.Generator().manual_seed(0)  # the shuffling's own, not torch's global one
+    with probe(teacher), pytest.raises(error, match=match):
+        fit_wavelet(teacher, data, wavelet, epochs=options.pop("epochs", 2), batch_size=4, progress=False, generator=generator, **options)
+    assert torch.isfinite(wavelet.lowpass()).all()
+    assert torch.equal(wavelet.lowpass().detach(), before) or name == "NaN teacher with validation"
+
+
+def test_awd_loss_says_when_its_total_is_nan():
+    from captum_cd.penalties.awd import AdaptiveWavelet, AWDLoss
+
+    loss = AWDLoss(_awd_teacher(nan=True), AdaptiveWavelet("db2", levels=2, dtype=torch.float64), target=0)
+    with pytest.raises(ValueError, match="AWDLoss: the interpretation term"):
+        loss(_awd_data())
+
+
+# ---------------------------------------------------------------------- ACD and TRIM
+
+
+def _acd():
+    from captum_cd import AgglomerativeCD
+
+    return AgglomerativeCD(small_cnn())
+
+
+ACD_CALLS = {
+    "float target": (lambda a, x: a.hierarchy(x, 1.7), TypeError, "target 1.7 is not a class index"),
+    "float tensor target": (lambda a, x: a.hierarchy(x, torch.tensor([1.0])), TypeError, "integer class indices"),
+    "percentile -5": (lambda a, x: a.hierarchy(x, 1, percentile=-5), ValueError, r"percentile must be a number in \[0, 100\]"),
+    "percentile 150": (lambda a, x: a.hierarchy(x, 1, percentile=150), ValueError, r"\[0, 100\]"),
+    "block_size 2.5": (lambda a, x: a.hierarchy(x, 1, block_size=2.5), ValueError, "block_size must be a positive integer"),
+    "superpixels 0": (lambda a, x: a.hierarchy(x, 1, superpixels=0), ValueError, "superpixels must be a positive integer"),
+    "perturbations_per_eval 0": (lambda a, x: a.hierarchy(x, 1, perturbations_per_eval=0), ValueError, "perturbations_per_eval must be a positive integer"),
+    "NaN output": (lambda a, x: _nan_acd().hierarchy(x, 1), ValueError, "output is NaN or infinite"),
+}
+
+
+def _nan_acd():
+    from captum_cd import AgglomerativeCD
+
+    return AgglomerativeCD(lambda x: CNN(x) * float("nan"))
+
+
+@pytest.mark.parametrize("name", list(ACD_CALLS))
+def test_agglomerative_cd_arguments(name):
+    call, error, match = ACD_CALLS[name]
+    acd, x = _acd(), torch.randn(1, 1, 8, 8)
+    refused(acd.cd.forward_func, lambda: call(acd, x), error, match)
+
+
+def test_agglomerative_cd_tokens_must_match_the_sentence():
+    from captum_cd import AgglomerativeCD
+
+    embed = nn.Embedding(10, 4)
+    model = nn.Sequential(embed, nn.Flatten(), nn.Linear(5 * 4, 2)).eval()
+    acd, ids = AgglomerativeCD(model, layer=embed), torch.randint(0, 10, (1, 5))
+    refused(model, lambda: acd.hierarchy(ids, 1, tokens=[["a", "b", "c"]]), ValueError, r"tokens\[0\] has 3 words for a sentence of 5 tokens")
+    assert answered(model, lambda: acd.hierarchy(ids, 1, tokens=[list("abcde")])).tokens == list("abcde")
+
+
+class _ShortInverse(torch.nn.Module):
+    """A transform whose inverse drops a sample: broadcasting would hide it."""
+
+    def forward(self, x):
+        return torch.fft.rfft(x, norm="ortho").real
+
+    def inverse(self, s):
+        return torch.fft.irfft(s.to(torch.complex64), n=15, norm="ortho")[..., :1]
+
+
+def test_trim_refuses_a_transform_whose_inverse_has_another_shape():
+    from captum_cd import TRIM
+    from captum_cd.transforms import Fourier1d
+
+    net = nn.Sequential(nn.Linear(16, 2)).eval()
+    x = torch.randn(3, 16)
+    refused(net, lambda: TRIM(ContextualDecomposition(net), _ShortInverse()).attribute(x, target=0), ValueError, r"inverse gives shape \(1,\)")
+    refused(net, lambda: TRIM(ContextualDecomposition(net), Fourier1d(20)).attribute(x, target=0), ValueError, r"inverse gives shape \(20,\) per example for inputs of shape \(16,\)")
+
+
+# ---------------------------------------------------------------------- a key-value cache
+
+
+def test_an_empty_cache_concatenated_with_a_decomposed_value():
+    """Hugging Face decoders start their key-value cache as an empty 1-D tensor."""
+    lin = nn.Linear(4, 4)
+    cache = torch.empty(0)
+    net = lambda x: torch.cat([cache, lin(x)], dim=-1)  # noqa: E731
+    x = torch.randn(2, 4)
+    rel, irrel = answered(lin, lambda: ContextualDecomposition(net).decompose(x, torch.ones(1, 4)))
+    torch.testing.assert_close(rel + irrel, lin(x).detach()[None])

@@ -2,6 +2,7 @@
 prediction, built bottom-up with CD as the joining score (Singh et al., ICLR 2019;
 docs/methods.md, "Agglomerative CD")."""
 
+import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -125,11 +126,14 @@ class AgglomerativeCD(Attribution):
         if inputs.ndim == 1 and not inputs.is_floating_point():
             inputs = inputs.unsqueeze(0)
         targets = _per_example(target, inputs.shape[0])
+        _check_options(percentile, max_iterations, block_size, superpixels, tokens, perturbations_per_eval, inputs.shape[0])
         results = []
         for b in range(inputs.shape[0]):
             example = inputs[b : b + 1]
             args = _slice_args(additional_forward_args, b, inputs.shape[0])
             units = self._units(example, block_size, superpixels)
+            if tokens is not None and len(tokens[b]) != units.count:
+                raise ValueError(f"tokens[{b}] has {len(tokens[b])} words for a sentence of {units.count} tokens; give one word per token.")
             scorer = _Scorer(self.cd, example, args, units, targets[b], score, perturbations_per_eval)
             desc = f"{self.get_name()} {b + 1}/{inputs.shape[0]}"
             with tqdm(total=max_iterations, desc=desc, unit="level", disable=not show_progress) as bar:
@@ -330,6 +334,8 @@ class _Scorer:
                 f"the model's output has shape {tuple(out.shape)} for one example; AgglomerativeCD "
                 "needs batch-first inputs and outputs, (1, T) token ids giving a (1, classes) output."
             )
+        if not torch.isfinite(out).all():
+            raise ValueError("the model's output is NaN or infinite for this example; no hierarchy can be built from it.")
         _check_target(target, out)
         if score == "difference" and (out.ndim != 2 or out.shape[1] != 2):
             raise ValueError(f"score='difference' needs a binary model (output (B, 2)); got output of shape {tuple(out.shape)}.")
@@ -359,15 +365,33 @@ class _Scorer:
 
 
 def _per_example(target, batch: int) -> List[int]:
-    if isinstance(target, Tensor):
-        target = target.flatten().tolist() if target.numel() > 1 else int(target)
-    if isinstance(target, (list, tuple)):
-        if len(target) != batch:
-            raise ValueError(f"target has {len(target)} entries for {batch} examples.")
-        return [int(t) for t in target]
     if target is None:
         raise ValueError("AgglomerativeCD needs a target class (an int, or one per example).")
-    return [int(target)] * batch
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices; got a tensor of {target.dtype}.")
+        target = target.flatten().tolist() if target.numel() > 1 else int(target)
+    targets = list(target) if isinstance(target, (list, tuple)) else [target] * batch
+    if len(targets) != batch:
+        raise ValueError(f"target has {len(targets)} entries for {batch} examples.")
+    for t in targets:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise TypeError(f"target {t!r} is not a class index; AgglomerativeCD's targets are ints.")
+    return [int(t) for t in targets]
+
+
+def _check_options(percentile, max_iterations, block_size, superpixels, tokens, per_pass, batch: int) -> None:
+    """The arguments of ``hierarchy``, checked before anything runs."""
+    if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be a number in [0, 100]; got {percentile!r}.")
+    for name, value, none_ok in (("max_iterations", max_iterations, True), ("block_size", block_size, False),
+                                 ("perturbations_per_eval", per_pass, False)):  # fmt: skip
+        if (value is not None or not none_ok) and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+            raise ValueError(f"{name} must be a positive integer{' or None' if none_ok else ''}; got {value!r}.")
+    if isinstance(superpixels, (bool, float)) or (isinstance(superpixels, numbers.Integral) and superpixels < 1):
+        raise ValueError(f"superpixels must be a positive integer (how many) or a label map; got {superpixels!r}.")
+    if tokens is not None and (isinstance(tokens, str) or len(tokens) != batch):
+        raise ValueError(f"tokens must hold one list of words per example ({batch}); got {type(tokens).__name__} of length {len(tokens)}.")
 
 
 def _slice_args(args, b: int, batch: int):

@@ -148,6 +148,7 @@ class TRIM(Attribution):
         if not isinstance(inputs, Tensor):
             raise TypeError("TRIM takes one input tensor, or a tuple holding one (a transform acts on one input).")
         coefficients = self.transform(inputs)
+        _check_transform(self.transform, inputs, coefficients)
         if feature_mask is not None:
             _check_mask(feature_mask, coefficients)
         user_args = _format_additional_forward_args(additional_forward_args) or ()
@@ -228,6 +229,22 @@ def _on_model(method: Attribution, model: nn.Module) -> Attribution:
     if isinstance(inner, Attribution):
         method.attribution_method = _on_model(inner, model)
     return method
+
+
+def _check_transform(transform: Any, inputs: Tensor, coefficients: Tensor) -> None:
+    """The inverse must give back the input's shape (broadcasting would hide a mismatch, as
+    in a transform built for signals of another length)."""
+    if not isinstance(coefficients, Tensor) or coefficients.ndim == 0 or coefficients.shape[0] != inputs.shape[0]:
+        shape = tuple(coefficients.shape) if isinstance(coefficients, Tensor) else type(coefficients).__name__
+        raise ValueError(f"the transform maps inputs of shape {tuple(inputs.shape)} to {shape}; it must keep the batch dimension first.")
+    with torch.no_grad():
+        back = transform.inverse(coefficients[:1])
+    if tuple(back.shape[1:]) != tuple(inputs.shape[1:]):
+        raise ValueError(
+            f"the transform's inverse gives shape {tuple(back.shape[1:])} per example for inputs of shape "
+            f"{tuple(inputs.shape[1:])}; inverse(transform(x)) must be shaped like x (was the transform "
+            "made for inputs of another length?)."
+        )
 
 
 def _takes_feature_mask(method: Attribution) -> bool:

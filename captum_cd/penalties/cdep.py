@@ -3,11 +3,14 @@ docs/methods.md, "CDEP")."""
 
 from typing import Any, Optional, Sequence, Tuple
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from captum_cd.attr.contextual_decomposition import ContextualDecomposition
+from captum_cd.attr.contextual_decomposition import _check_inputs, _check_masks, _check_model, ContextualDecomposition
 
 FORMS = ("image", "per_example", "text", "target")
 
@@ -83,9 +86,13 @@ class CDEPRegularizer(nn.Module):
             raise ValueError(f"form must be one of {FORMS}; got {form!r}.")
         if form == "target" and target_values is None:
             raise ValueError("form='target' needs target_values, one value in [0, 1] per region.")
+        if not isinstance(weight, numbers.Real) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight must be a finite number >= 0; got {weight!r}.")
+        if subsample is not None and (isinstance(subsample, bool) or not isinstance(subsample, numbers.Integral) or subsample < 1):
+            raise ValueError(f"subsample must be a positive integer (examples per batch) or None; got {subsample!r}.")
         self.cd = ContextualDecomposition(model, layer=layer, **cd_options)
         self.weight, self.form, self.subsample = weight, form, subsample
-        self.target_values = None if target_values is None else torch.as_tensor(target_values, dtype=torch.float32)
+        self.target_values = None if target_values is None else _target_values(target_values)
 
     @property
     def model(self) -> nn.Module:
@@ -124,12 +131,8 @@ class CDEPRegularizer(nn.Module):
             2-element tuple of **output** (the logits of every example, with their graph)
             and **penalty** (as :meth:`forward`).
         """
+        masks, per_example = self._check(inputs, masks, target)
         batch = inputs.shape[0]
-        if target is not None and (target.ndim != 1 or target.shape[0] != batch):
-            raise ValueError(f"target must hold one label per example, shape ({batch},); got {tuple(target.shape)}.")
-        if self.form == "text" and target is None:
-            raise ValueError("the text form penalises the label class: pass target=labels.")
-        masks, per_example = self._group_masks(masks, inputs)
         output = None
         if self.subsample is not None and self.subsample < batch:
             if need_output:
@@ -142,9 +145,37 @@ class CDEPRegularizer(nn.Module):
         if output is None and need_output:
             output = decomposition.full
         beta = decomposition.rel  # (R, B, classes)
+        if target is not None and self.form == "text" and int(target.max()) >= beta.shape[-1]:
+            raise ValueError(f"target holds label {int(target.max())} but the model has {beta.shape[-1]} classes.")
         gamma = decomposition.full - beta
         present = _region_present(masks, per_example, beta.shape[1])  # (R, B): the region is not empty
         return output, self.weight * self._loss(beta, gamma, present, target)
+
+    def _check(self, inputs: Tensor, masks: Tensor, target: Optional[Tensor]) -> Tuple[Tensor, bool]:
+        """Everything that can be checked before the model runs (a refused call must not
+        have updated batch norm statistics); returns the masks as CD groups."""
+        if not isinstance(inputs, Tensor) or not isinstance(masks, Tensor):
+            raise TypeError(f"inputs and masks must be tensors; got {type(inputs).__name__} and {type(masks).__name__}.")
+        batch = inputs.shape[0] if inputs.ndim else 0
+        if target is not None:
+            if not isinstance(target, Tensor) or target.is_floating_point() or target.dtype == torch.bool:
+                raise TypeError(f"target must be a tensor of integer labels, shape ({batch},); got {type(target).__name__}.")
+            if target.ndim != 1 or target.shape[0] != batch:
+                raise ValueError(f"target must hold one label per example, shape ({batch},); got {tuple(target.shape)}.")
+            if target.numel() and int(target.min()) < 0:
+                raise ValueError(f"target holds a negative label ({int(target.min())}); labels are class indices >= 0.")
+        if self.form == "text" and target is None:
+            raise ValueError("the text form penalises the label class: pass target=labels.")
+        _check_model(self.model, "batch")
+        _check_inputs((inputs,), self.cd.layer is None, self.model)
+        grouped, per_example = self._group_masks(masks, inputs)
+        if self.cd.layer is None:
+            _check_masks((grouped,), (inputs,), "inputs")
+        elif not torch.isfinite(grouped).all() or ((grouped < 0) | (grouped > 1)).any():
+            raise ValueError("masks must hold values in [0, 1] (1 marks the region).")
+        if self.target_values is not None and self.target_values.numel() != grouped.shape[0]:
+            raise ValueError(f"target_values has {self.target_values.numel()} entries for {grouped.shape[0]} regions; give one per region.")
+        return grouped, per_example
 
     def _group_masks(self, masks: Tensor, inputs: Tensor) -> Tuple[Tensor, bool]:
         """Regions as CD groups: ``(R, *features)`` shared, or ``(R, B, *features)`` per
@@ -164,8 +195,10 @@ class CDEPRegularizer(nn.Module):
 
     def _loss(self, beta: Tensor, gamma: Tensor, present: Tensor, target: Optional[Tensor]) -> Tensor:
         difference = beta - gamma  # (R, B, classes)
+        # An example without the region has nothing to penalise: it contributes 0.
+        absent_zero = present.to(difference.dtype).unsqueeze(-1)
         if self.form == "image":
-            return torch.sigmoid(difference).mean(dim=(1, 2)).sum()
+            return (torch.sigmoid(difference) * absent_zero).mean(dim=(1, 2)).sum()
         if self.form == "per_example":
             per_example = torch.sigmoid(difference).mean(dim=2)  # (R, B)
             return (_masked_mean(per_example, present)).sum()
@@ -174,9 +207,18 @@ class CDEPRegularizer(nn.Module):
             per_example = -F.logsigmoid(-difference.gather(2, label).squeeze(2))  # -log sigmoid(gamma_y - beta_y)
             return _masked_mean(per_example, present).sum()
         values = self.target_values.to(difference).view(-1, 1, 1).expand_as(difference)
-        if values.shape[0] != difference.shape[0]:
-            raise ValueError(f"target_values has {self.target_values.numel()} entries for {difference.shape[0]} regions.")
-        return F.binary_cross_entropy_with_logits(difference, values, reduction="none").mean(dim=(1, 2)).sum()
+        loss = F.binary_cross_entropy_with_logits(difference, values, reduction="none")
+        return (loss * absent_zero).mean(dim=(1, 2)).sum()
+
+
+def _target_values(values: Any) -> Tensor:
+    try:
+        values = torch.as_tensor(values, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"target_values must be a sequence of numbers in [0, 1]; got {values!r}.") from error
+    if values.ndim != 1 or not torch.isfinite(values).all() or ((values < 0) | (values > 1)).any():
+        raise ValueError(f"target_values must be one number in [0, 1] per region; got {values.tolist()}.")
+    return values
 
 
 def _region_present(masks: Tensor, per_example: bool, batch: int) -> Tensor:

@@ -28,9 +28,17 @@ def _select(out: Tensor, target: Any, batch: int) -> Tensor:
         if target != "predicted":
             raise ValueError(f"target must be None, an int, a tensor of indices or 'predicted'; got {target!r}.")
         target = out.detach().argmax(1)
-    if isinstance(target, int):
+    classes = out.shape[1] if out.ndim > 1 else 0
+    if isinstance(target, int) and not isinstance(target, bool):
+        if not -classes <= target < classes:
+            raise ValueError(f"target {target} is beyond the teacher's outputs (shape {tuple(out.shape)}).")
         return out[:, target]
-    return out.gather(1, torch.as_tensor(target, device=out.device).view(-1, 1)).squeeze(1)
+    index = torch.as_tensor(target, device=out.device)
+    if index.is_floating_point() or index.dtype == torch.bool or index.numel() not in (1, batch):
+        raise ValueError(f"target must be an int or one integer class index per example ({batch}); got {target!r}.")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= classes):
+        raise ValueError(f"target holds class {int(index.max())} (or a negative one) beyond the teacher's outputs (shape {tuple(out.shape)}).")
+    return out.gather(1, index.view(-1, 1).expand(batch, 1)).squeeze(1)
 
 
 class AWDLoss(nn.Module):
@@ -139,6 +147,10 @@ class AWDLoss(nn.Module):
         terms["total"] = (
             terms["reconstruction"] + self.lamWave * sum(validity.values()) + terms["sparsity"] + terms["interpretation"]
         )
+        if not torch.isfinite(terms["total"]):  # one sync per batch; a NaN filter is never a result
+            bad = [k for k, v in terms.items() if k != "total" and not torch.isfinite(v)]
+            why = " (the teacher's output or its gradient is not finite on this batch)" if "interpretation" in bad else ""
+            raise ValueError(f"AWDLoss: the {', '.join(bad) or 'total'} term is NaN or infinite{why}.")
         return terms
 
     def _analyse(self, x: Tensor) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -313,6 +325,11 @@ def fit_wavelet(
 
     if batch_size < 1:  # before the first batch is drawn: torch's split fails unclearly on 0
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    for name, value in (("epochs", epochs), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0; got {lr!r}.")
     first = next(iter(_batches(data, batch_size, None, shuffle=False)), None)
     if first is None or first.shape[0] == 0:  # else a StopIteration or a reshape error deep in the loss
         raise ValueError("the data holds no examples.")
