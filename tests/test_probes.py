@@ -184,6 +184,8 @@ EDITS = {
         lambda h: (h.split(3, dim=1)[1].add_(2), h)[1],
         lambda h: torch.cat([h[:, :3], h[:, 3:6] + 2, h[:, 6:]], 1),
     ),
+    ".data written": (lambda h: (h.data[:, 1:].mul_(2), h)[1], lambda h: torch.cat([h[:, :1], h[:, 1:] * 2], 1)),
+    "detach() written": (lambda h: (h.detach().add_(1), h)[1], lambda h: h + 1),
     "base written, view read": (
         lambda h: [v := h[:, 2:], h.mul_(3), torch.cat([h[:, :2], v], 1)][2],
         lambda h: h * 3,

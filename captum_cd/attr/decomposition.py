@@ -164,11 +164,8 @@ class ViewOf:
 
 
 def _aliases(view: Tensor, base: Tensor) -> bool:
-    return view is base or view._base is base
-
-
-def _root(t: Tensor) -> Tensor:
-    return t if t._base is None else t._base
+    # Storage, not ``_base``: detach() and .data share memory without being views in autograd.
+    return view is base or view.untyped_storage().data_ptr() == base.untyped_storage().data_ptr()
 
 
 def mark_view(result: Any, rule: Callable, func: Callable, args: tuple, kwargs: dict) -> None:
@@ -180,9 +177,8 @@ def mark_view(result: Any, rule: Callable, func: Callable, args: tuple, kwargs: 
     if base is None:
         return
     items = [(None, result)] if isinstance(result, Decomposition) else list(enumerate(result)) if isinstance(result, (tuple, list)) else []
-    root = _root(base.full)
     for item, out in items:
-        if isinstance(out, Decomposition) and out is not base and out._view is None and _root(out.full) is root:
+        if isinstance(out, Decomposition) and out is not base and out._view is None and _aliases(out.full, base.full):
             out._view = ViewOf(base, rule, func, args, kwargs, slot, item)
             if base._views is None:
                 base._views = []

@@ -24,7 +24,7 @@ VIEW_FUNCS = frozenset([
     T.select, torch.select, T.unsqueeze, torch.unsqueeze, T.squeeze, torch.squeeze, T.expand, T.expand_as,
     T.diagonal, torch.diagonal, T.unbind, torch.unbind, T.split, torch.split, T.chunk, torch.chunk,
     T.tensor_split, torch.tensor_split, T.contiguous, T.detach, torch.detach, T.to, T.type_as, T.float,
-    T.double, T.half, T.bfloat16, T.cpu, T.cuda,
+    T.double, T.half, T.bfloat16, T.cpu, T.cuda, T.data.__get__,
 ])  # fmt: skip
 
 
