@@ -42,7 +42,7 @@ def test_timm_model_is_complete_and_on_scale(name, one_thread):
     arch, size, kwargs = MODELS[name]
     torch.manual_seed(0)
     model = randomise_zero_weights(_create(arch, num_classes=5, **kwargs).to(DT))
-    x = torch.randn(4, 3, size, size, dtype=DT)
+    x = torch.randn(32, 3, size, size, dtype=DT)  # BatchNorm statistics from 32 images
     calibrate_batch_norm(model, x)
     top = (torch.arange(size)[:, None] < size // 2).expand(size, size)
     masks = torch.stack([top, ~top]).to(DT)[:, None]  # top and bottom halves, (2, 1, H, W)

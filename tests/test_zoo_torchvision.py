@@ -57,7 +57,7 @@ def _decompose(model, x, **kwargs):
 def test_torchvision_model_is_complete_and_on_scale(name, one_thread):
     torch.manual_seed(0)
     model = randomise_zero_weights(MODELS[name]().to(DT))
-    x = torch.randn(4, 3, SIZE, SIZE, dtype=DT)
+    x = torch.randn(32, 3, SIZE, SIZE, dtype=DT)  # BatchNorm statistics from 32 images
     calibrate_batch_norm(model, x)
     rel, irr, out = _decompose(model, x[:2])
     assert_complete_and_on_scale(rel, irr, out)
@@ -68,9 +68,10 @@ def test_squeeze_and_excitation_gates_no_longer_erase_relevance(one_thread):
     few squeeze-and-excitation blocks; the gate as a statistic keeps the scale."""
     torch.manual_seed(0)
     model = models.efficientnet_b0(num_classes=5).to(DT)
-    x = torch.randn(4, 3, SIZE, SIZE, dtype=DT)
+    x = torch.randn(32, 3, SIZE, SIZE, dtype=DT)  # BatchNorm statistics from 32 images
     calibrate_batch_norm(model, x)
     rel, irr, out = _decompose(model, x[:2])
     old, old_irr, _ = _decompose(model, x[:2], rules=OLD_PRODUCT_RULES)
     torch.testing.assert_close(old + old_irr, out.expand_as(old), rtol=0, atol=1e-10)  # complete all the same
-    assert old.abs().max() < 1e-3 * rel.abs().max()
+    assert rel.abs().max() > 0.05 * out.abs().max()
+    assert old.abs().max() < 1e-12 * out.abs().max()
