@@ -21,9 +21,6 @@ import os
 import time
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradients  # noqa: E402
@@ -33,10 +30,12 @@ from captum_cd import ContextualDecomposition, grid_ids, ids_to_masks  # noqa: E
 from captum_cd.datasets.digits import load_digits  # noqa: E402
 from captum_cd.models import accuracy, small_cnn, train_classifier  # noqa: E402
 
+from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py)
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="fewer images and samples (the test suite)")
 parser.add_argument("--out", default="outputs")
-args, _ = parser.parse_known_args()
+args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
 os.makedirs(args.out, exist_ok=True)
 warnings.filterwarnings("ignore", module="captum")
 torch.manual_seed(0)
@@ -84,7 +83,7 @@ for name, (method, kwargs) in methods.items():
     pixel_attr[name], pixel_seconds[name] = timed(lambda: method.attribute(images, target=target, **kwargs))
 
 
-def show(attributions, title, path, rows=3):
+def compare(attributions, title, path, rows=3):
     names = list(attributions)
     fig, axes = plt.subplots(rows, len(names) + 1, figsize=(1.8 * (len(names) + 1), 1.9 * rows))
     for i in range(rows):
@@ -99,11 +98,10 @@ def show(attributions, title, path, rows=3):
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    show(fig, path, dpi=90)
 
 
-show(pixel_attr, "Single pixels (red: for the predicted class)", os.path.join(args.out, "tutorial01_pixels.png"))
+compare(pixel_attr, "Single pixels (red: for the predicted class)", os.path.join(args.out, "tutorial01_pixels.png"))
 
 # %% [markdown]
 # ## 2. Groups: 2x2 blocks
@@ -128,7 +126,7 @@ for name, (method, kwargs) in methods.items():
     else:  # a gradient method's group score is the sum of its pixel scores
         group_attr[name], group_seconds[name] = block_sums(pixel_attr[name]), pixel_seconds[name]
 
-show(group_attr, "2x2 blocks (red: for the predicted class)", os.path.join(args.out, "tutorial01_groups.png"))
+compare(group_attr, "2x2 blocks (red: for the predicted class)", os.path.join(args.out, "tutorial01_groups.png"))
 
 # %% [markdown]
 # ## 3. What a group score has that a sum does not: interactions

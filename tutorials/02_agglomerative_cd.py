@@ -19,9 +19,6 @@ import os
 import time
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from captum.attr import visualization  # noqa: E402
@@ -30,10 +27,12 @@ from captum_cd import AgglomerativeCD  # noqa: E402
 from captum_cd.datasets import encode, load_digits, load_sst, SSTExample, Vocab  # noqa: E402
 from captum_cd.models import accuracy, lenet, LSTMSentiment, train_classifier  # noqa: E402
 
+from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py)
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")
 parser.add_argument("--out", default="outputs")
-args, _ = parser.parse_known_args()
+args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
 os.makedirs(args.out, exist_ok=True)
 warnings.filterwarnings("ignore")
 torch.manual_seed(0)
@@ -93,7 +92,7 @@ for i, sentence in enumerate(sentences):
     print(f"'{sentence}': predicted {'positive' if label else 'negative'}, {len(h.levels)} levels in {time.perf_counter() - start:.2f} s")
     for level in h.levels[:4]:
         print("   ", [(" ".join(tokens[u] for u in c.units), round(c.score, 2)) for c in level])
-    h.plot(os.path.join(args.out, f"tutorial02_text{i}.png"))
+    show(h.plot(), os.path.join(args.out, f"tutorial02_text{i}.png"), dpi=110, bbox_inches="tight")
 with open(os.path.join(args.out, "tutorial02_text0.json"), "w") as f:
     json.dump(acd_text.hierarchy(torch.tensor([vocab.encode(sentences[0].split())]), 1).to_dict(), f)
 
@@ -115,9 +114,9 @@ start = time.perf_counter()
 hierarchies = acd_image.hierarchy(images, targets, percentile=95, block_size=2)
 print(f"two image hierarchies in {time.perf_counter() - start:.2f} s; levels: {[len(h.levels) for h in hierarchies]}")
 for i, h in enumerate(hierarchies):
-    h.plot(os.path.join(args.out, f"tutorial02_image{i}.png"))
+    show(h.plot(), os.path.join(args.out, f"tutorial02_image{i}.png"), dpi=110, bbox_inches="tight")
 superpixel_h = acd_image.hierarchy(images[:1], targets[:1], superpixels=30, percentile=90)
-superpixel_h.plot(os.path.join(args.out, "tutorial02_superpixels.png"))
+show(superpixel_h.plot(), os.path.join(args.out, "tutorial02_superpixels.png"), dpi=110, bbox_inches="tight")
 
 # %% [markdown]
 # ## 3. A level of the hierarchy in Captum's shape
@@ -129,5 +128,5 @@ attr = acd_image.attribute(images[:1], target=targets[:1], level=3, percentile=9
 figure, _ = visualization.visualize_image_attr(
     attr[0].permute(1, 2, 0).numpy(), images[0].permute(1, 2, 0).numpy(), method="blended_heat_map", sign="all", use_pyplot=False
 )
-figure.savefig(os.path.join(args.out, "tutorial02_captum_view.png"))
+show(figure, os.path.join(args.out, "tutorial02_captum_view.png"))
 print("pictures written to", args.out)

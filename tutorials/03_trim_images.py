@@ -15,9 +15,6 @@ import os
 import time
 import warnings
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from captum.attr import DeepLift, GradientShap, IntegratedGradients  # noqa: E402
@@ -27,10 +24,12 @@ from captum_cd.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa
 from captum_cd.models import accuracy, small_cnn, train_classifier  # noqa: E402
 from captum_cd.transforms import Fourier2d, radial_bands, WaveletTransform2d  # noqa: E402
 
+from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py)
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")
 parser.add_argument("--out", default="outputs")
-args, _ = parser.parse_known_args()
+args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
 os.makedirs(args.out, exist_ok=True)
 warnings.filterwarnings("ignore")
 torch.manual_seed(0)
@@ -116,5 +115,5 @@ for ax, scores, xlabel in ((axes[1], band_scores, "radial frequency band (low to
     ax.set_ylabel("score for the predicted class (scaled)", fontsize=8)
     ax.legend(fontsize=7)
 fig.tight_layout()
-fig.savefig(os.path.join(args.out, "tutorial03_trim.png"), dpi=100)
+show(fig, os.path.join(args.out, "tutorial03_trim.png"), dpi=100)
 print("picture:", os.path.join(args.out, "tutorial03_trim.png"))

@@ -22,9 +22,11 @@ from captum_cd import CDEPRegularizer
 from captum_cd.datasets import decoy_corner_masks, load_fashion_mnist, make_decoy_mnist
 from captum_cd.models import accuracy, lenet
 
+from _notebook import options  # noqa: E402  (tutorials/_notebook.py)
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")
-args, _ = parser.parse_known_args()
+args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
 warnings.filterwarnings("ignore")
 torch.manual_seed(0)
 torch.set_num_threads(2)

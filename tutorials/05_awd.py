@@ -28,10 +28,12 @@ from torch import nn
 from captum_cd import ContextualDecomposition, TRIM
 from captum_cd.penalties import AdaptiveWavelet, AWDLoss, fit_wavelet, wavelet_distance, WaveletDistilled
 
+from _notebook import options  # noqa: E402  (tutorials/_notebook.py)
+
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")
 parser.add_argument("--out", default="outputs")
-args, _ = parser.parse_known_args()
+args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
 os.makedirs(args.out, exist_ok=True)
 warnings.filterwarnings("ignore")  # pywt's boundary-effect advice at 3 levels of 64 samples
 torch.manual_seed(0)
