@@ -708,3 +708,36 @@ def test_an_empty_cache_concatenated_with_a_decomposed_value():
     x = torch.randn(2, 4)
     rel, irrel = answered(lin, lambda: ContextualDecomposition(net).decompose(x, torch.ones(1, 4)))
     torch.testing.assert_close(rel + irrel, lin(x).detach()[None])
+
+
+def test_out_arguments_are_refused_not_followed_silently():
+    lin = nn.Linear(4, 4)
+
+    def into_itself(x):
+        h = lin(x)
+        torch.add(h, 1, out=h)
+        return h
+
+    def into_another(x):
+        h, o = lin(x), torch.zeros(2, 4)
+        torch.mul(h, 2, out=o)
+        return lin(o)
+
+    x = torch.randn(2, 4)
+    for model in (into_itself, into_another):
+        with torch.no_grad():
+            refused(lin, lambda: ContextualDecomposition(model).decompose(x, torch.ones(1, 4)), RuntimeError, r"with out= writes its result.*y = f\(x\)")
+    refused(lin, lambda: ContextualDecomposition(lambda x: lin(x).as_strided((2, 2), (4, 1))).decompose(x, torch.ones(1, 4)), RuntimeError, "no rule for torch.Tensor.as_strided")
+
+
+@pytest.mark.parametrize("options, match", [(dict(lr=0.0), "lr must be a finite number > 0"), (dict(lr=float("nan")), "lr must be"), (dict(patience=0), "patience must be a positive integer"), (dict(epochs=2.5), "epochs must be")])
+def test_fit_wavelet_options(options, match):
+    from captum_cd.penalties.awd import AdaptiveWavelet, fit_wavelet
+
+    teacher, data, wavelet = _awd_teacher(), _awd_data(), AdaptiveWavelet("db2", levels=2, dtype=torch.float64)
+    with probe(teacher), pytest.raises(ValueError, match=match):
+        fit_wavelet(teacher, data, wavelet, progress=False, **options)
+
+
+def test_perturbations_per_eval_zero():
+    refused(CNN, lambda: CD.attribute(X, target=0, perturbations_per_eval=0), ValueError, "perturbations_per_eval must be a positive integer")

@@ -42,6 +42,11 @@ def _is_property_getter(func: Callable) -> bool:
 
 def dispatch(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
     context = current_context()
+    if kwargs.get("out") is not None:  # the result would bypass the decomposition
+        raise DecompositionError(
+            f"{function_name(func)} with out= writes its result into a given tensor, which CD cannot "
+            f"follow (called in {call_site(context.model)}); write y = f(x) instead."
+        )
     base = out_of_place(func, kwargs)
     rule = find_rule(base or func, context)
     if rule is None:
