@@ -261,9 +261,13 @@ class ContextualDecomposition(Attribution):
                         not decomposed. Default: None
             feature_mask (Tensor or tuple[Tensor, ...], optional): Integer group ids,
                         as in Captum's FeatureAblation: shaped like the input or
-                        broadcastable to it. Features with the same id (across the
-                        inputs of a tuple, too) form one group. Default: None (every
-                        scalar feature is its own group)
+                        broadcastable to it as in torch (missing dimensions are
+                        leading ones: ``(H, W)`` over ``(B, C, H, W)``; where that does
+                        not fit, a mask that starts with the batch dimension gets
+                        trailing ones: ``(1, T)`` over an embedding ``(B, T, E)``).
+                        Features with the same id (across the inputs of a tuple, too)
+                        form one group. Default: None (every scalar feature is its own
+                        group)
             perturbations_per_eval (int, optional): How many groups go through one
                         batched pass (each pass holds at most
                         ``perturbations_per_eval * batch`` rows, as in
