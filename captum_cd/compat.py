@@ -1,4 +1,4 @@
-"""Makes PyPI's torchvision importable beside a CPU-only torch, for the zoo tests.
+"""Makes PyPI's torchvision importable beside a CPU-only torch.
 
 torchvision on PyPI is a CUDA build: beside the CPU torch its compiled operators
 (``torchvision._C``: nms, roi_align, ...) do not load. torchvision copes with that, except
@@ -8,17 +8,30 @@ that ``import torchvision`` registers a fake kernel for ``torchvision::nms`` and
 schemas first (no kernels) lets the import through: every model definition is plain
 Python, and calling one of the compiled operators still raises torchvision's own error.
 Nothing is declared when the compiled operators load (a CPU build of torchvision).
+
+The test suite calls it first (``tests/conftest.py``); call it before importing
+torchvision, timm or a transformers model in an environment with the same mismatch::
+
+    >>> from captum_cd.compat import declare_missing_torchvision_ops
+    >>> declare_missing_torchvision_ops()
 """
 
 import importlib.util
 import os
+import sys
 
 import torch
 
 
 def declare_missing_torchvision_ops() -> bool:
-    """Declares the two schemas if torchvision is installed and its ops do not load;
-    returns True if it did."""
+    r"""Declares the schemas of ``torchvision::nms`` and ``torchvision::qnms`` (no kernels)
+    if torchvision is installed, not yet imported, and its compiled operators do not load.
+
+    Returns:
+        *bool*: True if it declared them.
+    """
+    if "torchvision" in sys.modules:
+        return False
     spec = importlib.util.find_spec("torchvision")
     if spec is None or spec.origin is None:
         return False

@@ -6,7 +6,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))  # reference_cd and the models of the tests
 
-from _torchvision_cpu import declare_missing_torchvision_ops  # noqa: E402
+from captum_cd.compat import declare_missing_torchvision_ops  # noqa: E402
 
 declare_missing_torchvision_ops()  # before anything imports torchvision (timm, transformers do)
 

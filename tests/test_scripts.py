@@ -106,3 +106,11 @@ def test_awd_benchmark_quick():
     out = run("benchmarks/awd_simulation.py", "--quick")
     for table in ("AWD epoch", "AWD simulation", "mnist1d"):
         assert table in out
+
+
+def test_tutorial_decoder_phrases():
+    out = run("tutorials/06_decoder_phrases.py", "--quick")
+    assert "test accuracy" in out
+    table = out.split("corr. with phrase label")[1]
+    for name in ("CD", "LayerIntegratedGradients", "FeatureAblation"):
+        assert -1 <= float(table.split(name)[1].split()[0]) <= 1

@@ -2,7 +2,7 @@
 as they are: complete, group scores on the scale of the output, the model unchanged.
 
 torchvision from PyPI is a CUDA build whose compiled operators do not load beside the
-CPU torch; ``tests/_torchvision_cpu.py`` (run by conftest) makes it importable, and the
+CPU torch; ``captum_cd.compat`` (called in conftest) makes it importable, and the
 model definitions are plain Python."""
 
 import pytest
