@@ -11,6 +11,10 @@ Every torch function that touches a Decomposition reaches ``__torch_function__``
 answered by the rule registered for it (:mod:`captum_cd.attr.rules`); a function without
 a rule is an error that names it and where it was called, never a silent skip.
 
+A view op's result (``x[:, :4]``, ``x.view(-1)``, ``x.t()``) remembers how it was taken
+from which Decomposition: an in-place op on it writes into that base, and an in-place op
+on a base is seen by its views, as with torch's views.
+
 Elementwise rules (bias split, activations) do not run at once: they are kept as a
 *pending* chain and applied when the value is next needed. A max pool whose winners come
 from the full activation commutes with elementwise maps, so it gathers first and runs the
@@ -152,7 +156,6 @@ class ViewOf:
                 raise self._error(f"torch refuses it: {error}") from None
         base._assign(Decomposition(full, rel))
         return True
-
 
     def _error(self, why: str) -> DecompositionError:
         from captum_cd.attr.errors import function_name
