@@ -29,6 +29,14 @@ def _hooks(module: nn.Module) -> Dict[str, Any]:
     return {n: list(getattr(module, n, {}).items()) for n in names}
 
 
+def _flags(module: nn.Module) -> Dict[str, Any]:
+    """Every instance attribute by name (a patched ``forward`` shows), with the value of the
+    plain ones (``inplace``, ``p``, ``eps``, ...)."""
+    plain = (bool, int, float, str, type(None))
+    is_plain = lambda v: isinstance(v, plain) or (isinstance(v, tuple) and all(isinstance(u, plain) for u in v))  # noqa: E731
+    return {k: (v if is_plain(v) else type(v)) for k, v in vars(module).items() if k != "training"}
+
+
 class Snapshot:
     """Training flags, parameters and buffers (values, versions, requires_grad, grads),
     hooks, instance attributes (a patched ``forward``), and torch's global state."""
@@ -39,7 +47,7 @@ class Snapshot:
         for name, m in (model.named_modules() if model is not None else []):
             tensors = {f"p.{k}": p for k, p in m.named_parameters(recurse=False)}
             tensors.update({f"b.{k}": b for k, b in m.named_buffers(recurse=False) if b is not None})
-            self.modules.append((name, m, m.training, set(vars(m)), _hooks(m), {
+            self.modules.append((name, m, m.training, _flags(m), _hooks(m), {
                 k: (t.detach().clone(), t._version, t.requires_grad, None if t.grad is None else t.grad.clone())
                 for k, t in tensors.items()
             }))
@@ -49,7 +57,9 @@ class Snapshot:
         for name, m, training, attrs, hooks, tensors in self.modules:
             where = f"module '{name}' ({type(m).__name__})"
             assert m.training == training, f"{where}: training flag changed"
-            assert set(vars(m)) == attrs, f"{where}: attributes changed: {set(vars(m)) ^ attrs}"
+            flags = _flags(m)
+            assert flags.keys() == attrs.keys(), f"{where}: attributes changed: {flags.keys() ^ attrs.keys()}"
+            assert flags == attrs, f"{where}: flags changed: {[k for k in flags if flags[k] != attrs[k]]}"
             assert _hooks(m) == hooks, f"{where}: hooks changed"
             now = {f"p.{k}": p for k, p in m.named_parameters(recurse=False)}
             now.update({f"b.{k}": b for k, b in m.named_buffers(recurse=False) if b is not None})
@@ -140,6 +150,7 @@ def test_the_snapshot_notices_what_it_should():
         lambda m: m[0].register_forward_hook(lambda *a: None),
         lambda m: m[0].register_forward_pre_hook(lambda *a: None),
         lambda m: setattr(m[0], "forward", m[0].forward),
+        lambda m: setattr(m[1], "inplace", True),
         lambda m: torch.set_grad_enabled(False),
         lambda m: torch.rand(1),
         lambda m: OUTSIDE.softmax_outputs.__setitem__(0, None),
