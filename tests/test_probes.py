@@ -757,3 +757,18 @@ def test_fit_wavelet_options(options, match):
 
 def test_perturbations_per_eval_zero():
     refused(CNN, lambda: CD.attribute(X, target=0, perturbations_per_eval=0), ValueError, "perturbations_per_eval must be a positive integer")
+
+
+def test_hooks_are_gone_when_the_forward_raises():
+    import captum_cd
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), Boom()).eval()
+    x = torch.randn(2, 6)
+    options = [dict(layer=net[0]), dict(module_rules={"1": {torch.tanh: captum_cd.rules.relu_form}}),
+               dict(module_rules={nn.Tanh: lambda module, h: h})]  # fmt: skip
+    for kwargs in options:
+        refused(net, lambda: ContextualDecomposition(net, **kwargs).decompose(x, torch.ones(1, 8 if "layer" in kwargs else 6)), RuntimeError, "boom")
