@@ -223,3 +223,27 @@ def test_cat_skips_an_empty_legacy_tensor_like_torch():
     masks = (torch.rand(2, 3, 1) > 0.5).to(DT)
     rel = _decompose(Lambda(lambda h: torch.cat([torch.tensor([], dtype=DT), h], dim=-2)), x, masks)
     torch.testing.assert_close(rel, masks[:, None].expand(2, 2, 3, 4) * x)
+
+
+def test_rms_norm_by_hand_also_with_eager_elementwise_steps(monkeypatch):
+    """The statistic's own parts are never computed, also when elementwise steps run at once."""
+    from captum_cd.attr import decomposition
+
+    monkeypatch.setattr(decomposition, "LAZY_ELEMENTWISE", False)
+    model = Lambda(lambda h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True)))
+    x = torch.randn(2, 5, dtype=DT)
+    masks = (torch.rand(3, 5) > 0.5).to(DT)
+    rel = _decompose(model, x, masks)
+    torch.testing.assert_close(rel, _decompose(Lambda(lambda h: F.rms_norm(h, (5,), eps=0.0)), x, masks), rtol=0, atol=1e-12)
+
+
+def test_addcmul_and_addcdiv_are_a_product_and_a_sum():
+    """timm's ResMLP ``Affine``: ``addcmul(beta, alpha, x)`` is ``beta + alpha * x``."""
+    torch.manual_seed(0)
+    alpha, beta = torch.randn(4, dtype=DT), torch.randn(4, dtype=DT)
+    x = torch.randn(3, 4, dtype=DT)
+    masks = (torch.rand(2, 4) > 0.5).to(DT)
+    rel = _decompose(Lambda(lambda h: torch.addcmul(beta, alpha, h, value=0.5)), x, masks)
+    torch.testing.assert_close(rel, _decompose(Lambda(lambda h: beta + 0.5 * (alpha * h)), x, masks), rtol=0, atol=1e-14)
+    gated = _decompose(Lambda(lambda h: h.addcdiv(h, 1 + torch.exp(-h))), x, masks)  # h + silu(h)
+    torch.testing.assert_close(gated, _decompose(Lambda(lambda h: h + F.silu(h)), x, masks), rtol=0, atol=1e-12)

@@ -27,11 +27,15 @@ MODELS = {
     "mobilevit_xxs": ("mobilevit_xxs", 64, {}),
     "metaformer / poolformer (StarReLU, 1 block a stage)": ("MetaFormer", 32, dict(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64))),
     "mlp-mixer (2 blocks)": ("MlpMixer", 32, dict(img_size=32, patch_size=8, num_blocks=2, embed_dim=64)),
+    "resmlp (addcmul affine, 2 blocks)": ("ResMLP", 32, dict(img_size=32, patch_size=8, num_blocks=2, embed_dim=64)),
 }
 CLASSES = {"MetaFormer": "timm.models.metaformer", "MlpMixer": "timm.models.mlp_mixer"}
 
 
 def _create(arch, **kwargs):
+    if arch == "ResMLP":  # resmlp_12_224's blocks at a small size
+        mixer = pytest.importorskip("timm.models.mlp_mixer")
+        return mixer.MlpMixer(block_layer=mixer.ResBlock, norm_layer=mixer.Affine, mlp_ratio=4, **kwargs)
     if arch in CLASSES:  # their registered names fix the depth
         return getattr(pytest.importorskip(CLASSES[arch]), arch)(**kwargs)
     return timm.create_model(arch, pretrained=False, **kwargs)

@@ -9,7 +9,7 @@ activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest
 pooling           max pooling and max/min along a dim: winners from the full
 normalization     BatchNorm (eval), LayerNorm, GroupNorm, InstanceNorm, RMSNorm
 stochastic        dropout (identity in eval mode)
-arithmetic        constants (added: a bias; multiplied: linear), residual sums;
+arithmetic        constants (added: a bias; multiplied: linear), residual sums, addcmul;
                   products: one function of one tensor (Shapley form), a broadcast
                   gate or statistic (from the full), two full factors (Shapley split)
 lineage           which tensor a value is an elementwise function of

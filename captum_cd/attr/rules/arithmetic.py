@@ -149,11 +149,12 @@ def singular(out, x: Decomposition, step, name: str) -> Decomposition:
     it, but its result can still serve as a gate or statistic (product rule 2)."""
     if out.shape != x.full.shape:
         raise DecompositionError(f"{name} of a decomposed value broadcast to a larger shape has no rule.")
+    # Always lazy (whatever LAZY_ELEMENTWISE says): as a statistic the parts are never needed.
     base = lineage(x)
     if base.root is x:  # a raw activation: step(0) is infinite
-        return pending_decomposition(out, x._rel, functools.partial(_no_decomposition, name=name))
+        return Decomposition(out, x._rel, ((functools.partial(_no_decomposition, name=name), ()),))
     lin = base._replace(fn=functools.partial(compose, step, base.fn))
-    return with_lineage(pending_decomposition(out, x._rel, functools.partial(_lazy_shapley, lin=lin, out=out)), lin)
+    return with_lineage(Decomposition(out, x._rel, ((functools.partial(_lazy_shapley, lin=lin, out=out), ()),)), lin)
 
 
 def _lazy_shapley(unused, lin, out):
@@ -173,7 +174,21 @@ def neg(func, args, kwargs):
     return extend(pending_decomposition(func(x.full), x, torch.neg), x, torch.neg)
 
 
+def add_product(func, args, kwargs):
+    """``addcmul``/``addcdiv``: ``input + value * (t1 * t2)`` (or ``t1 / t2``) through the
+    product and sum rules above (timm's ResMLP affine is ``addcmul(beta, alpha, x)``)."""
+    x, t1, t2 = (argument(args, kwargs, i, name) for i, name in enumerate(("input", "tensor1", "tensor2")))
+    value = kwargs.get("value", 1)
+    divides = func in (torch.addcdiv, T.addcdiv)
+    op = torch.div if divides else torch.mul
+    product = (div if divides else mul)(op, (t1, t2), {}) if is_dec(t1) or is_dec(t2) else op(t1, t2)
+    if value != 1:
+        product = mul(torch.mul, (product, value), {}) if is_dec(product) else product * value
+    return add(torch.add, (x, product), {})
+
+
 register_rule(ADD + SUB + RSUB, add)
+register_rule([torch.addcmul, T.addcmul, torch.addcdiv, T.addcdiv], add_product)
 register_rule(MUL, mul)
 register_rule(DIV + RDIV, div)
 register_rule(NEG, neg)
