@@ -247,3 +247,13 @@ def test_addcmul_and_addcdiv_are_a_product_and_a_sum():
     torch.testing.assert_close(rel, _decompose(Lambda(lambda h: beta + 0.5 * (alpha * h)), x, masks), rtol=0, atol=1e-14)
     gated = _decompose(Lambda(lambda h: h.addcdiv(h, 1 + torch.exp(-h))), x, masks)  # h + silu(h)
     torch.testing.assert_close(gated, _decompose(Lambda(lambda h: h + F.silu(h)), x, masks), rtol=0, atol=1e-12)
+
+
+def test_normalize_divides_by_the_full_activations_norm():
+    """XCiT's cross-covariance attention normalises queries and keys with F.normalize."""
+    x = torch.randn(3, 5, dtype=DT)
+    masks = (torch.rand(2, 5) > 0.5).to(DT)
+    rel = _decompose(Lambda(lambda h: F.normalize(h, dim=-1)), x, masks)
+    by_hand = _decompose(Lambda(lambda h: h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)), x, masks)
+    torch.testing.assert_close(rel, by_hand, rtol=0, atol=1e-14)
+    torch.testing.assert_close(rel, masks[:, None] * x / x.norm(dim=-1, keepdim=True), rtol=0, atol=1e-14)

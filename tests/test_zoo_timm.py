@@ -23,6 +23,8 @@ MODELS = {
     "swin_tiny (2 stages)": (
         "swin_tiny_patch4_window7_224", 32, dict(img_size=32, window_size=4, depths=(1, 1), num_heads=(2, 4), embed_dim=32)
     ),
+    "xcit_nano (F.normalize, 2 blocks)": ("xcit_nano_12_p16_224", 32, dict(img_size=32, patch_size=8, depth=2)),
+    "edgenext_xx_small (F.normalize)": ("edgenext_xx_small", 64, {}),
     "levit_128s (view_as, reshape_as)": ("levit_128s", 64, dict(img_size=64)),
     "mobilevit_xxs": ("mobilevit_xxs", 64, {}),
     "metaformer / poolformer (StarReLU, 1 block a stage)": ("MetaFormer", 32, dict(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64))),

@@ -7,7 +7,8 @@ affine            Linear, ConvNd, ConvTransposeNd, addmm: bias split by magnitud
 activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest);
                   functions infinite at 0 (rsqrt, 1/x, log) over their argument's lineage
 pooling           max pooling and max/min along a dim: winners from the full
-normalization     BatchNorm (eval), LayerNorm, GroupNorm, InstanceNorm, RMSNorm
+normalization     BatchNorm (eval), LayerNorm, GroupNorm, InstanceNorm, RMSNorm,
+                  F.normalize
 stochastic        dropout (identity in eval mode)
 arithmetic        constants (added: a bias; multiplied: linear), residual sums, addcmul;
                   products: one function of one tensor (Shapley form), a broadcast

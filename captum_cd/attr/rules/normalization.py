@@ -8,7 +8,8 @@ affine rule does, so BatchNorm and a Linear with the same numbers agree.)
 LayerNorm, GroupNorm, InstanceNorm and batch statistics: ``(z - mean(z)) / s * w + b``
 with ``s`` the standard deviation of the *full* activation (as the CD-T work does), so
 the map is linear in the decomposed value: ``beta' = (beta - mean(beta)) / s * w`` plus
-the split of ``b``. RMSNorm divides by the full activation's RMS and has no bias.
+the split of ``b``. RMSNorm divides by the full activation's RMS and has no bias;
+``F.normalize`` divides by the full activation's norm.
 
 Training mode (running statistics updated) is refused unless the caller asked for batch
 statistics (the CDEP regulariser): then the ordinary call updates the running statistics
@@ -129,7 +130,21 @@ def rms_norm(func, args, kwargs):
     return _affine_output(out, u, weight, None)
 
 
+def normalize(func, args, kwargs):
+    """``F.normalize``: ``x / max(||x||_p, eps)`` along ``dim``, the norm from the full
+    activation (a statistic, as RMSNorm's), so the map is linear in the parts."""
+    x = args[0] if args else kwargs["input"]
+    p, dim = argument(args, kwargs, 1, "p", 2.0), argument(args, kwargs, 2, "dim", 1)
+    eps = argument(args, kwargs, 3, "eps", 1e-12)
+    if argument(args, kwargs, 4, "out") is not None:
+        raise DecompositionError("F.normalize with out= writes past the decomposition; drop out=.")
+    out = func(*fulls(args), **fulls(kwargs))
+    norm = torch.linalg.vector_norm(x.full, ord=p, dim=dim, keepdim=True).clamp_min(eps)
+    return Decomposition(out, x.rel / norm)
+
+
 register_rule(F.batch_norm, batch_norm)
+register_rule(F.normalize, normalize)
 register_rule(F.instance_norm, instance_norm)
 register_rule(F.layer_norm, layer_norm)
 register_rule(F.group_norm, group_norm)
