@@ -170,3 +170,138 @@ def test_t5_encoder_from_the_embedding_that_runs(one_thread):
         with pytest.raises(Exception, match="ran 0 times"):
             ContextualDecomposition(wrapper, layer=model.shared).decompose(ids, masks)
         assert_unchanged(model, before)
+
+
+V_SMALL = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, max_position_embeddings=32)
+MORE_DECODERS = {  # name: (config, attention paths the model offers)
+    "gemma": (lambda: transformers.GemmaConfig(num_key_value_heads=2, head_dim=16, **V_SMALL), ("eager", "sdpa")),
+    "gemma2": (lambda: transformers.Gemma2Config(num_key_value_heads=2, head_dim=16, **V_SMALL), ("eager",)),
+    "gemma3 (text)": (lambda: transformers.Gemma3TextConfig(num_key_value_heads=2, head_dim=16, **V_SMALL), ("eager", "sdpa")),
+    "phi": (lambda: transformers.PhiConfig(**V_SMALL), ("eager", "sdpa")),
+    "phi3": (lambda: transformers.Phi3Config(num_key_value_heads=2, pad_token_id=0, **V_SMALL), ("eager", "sdpa")),
+    "qwen3": (lambda: transformers.Qwen3Config(num_key_value_heads=2, head_dim=16, **V_SMALL), ("eager", "sdpa")),
+    "olmo2": (lambda: transformers.Olmo2Config(num_key_value_heads=2, pad_token_id=0, **V_SMALL), ("eager", "sdpa")),
+    "stablelm": (lambda: transformers.StableLmConfig(num_key_value_heads=2, **V_SMALL), ("eager", "sdpa")),
+    "starcoder2": (lambda: transformers.Starcoder2Config(num_key_value_heads=2, **V_SMALL), ("eager", "sdpa")),
+    "granite": (lambda: transformers.GraniteConfig(num_key_value_heads=2, **V_SMALL), ("eager", "sdpa")),
+    "smollm3": (lambda: transformers.SmolLM3Config(num_key_value_heads=2, pad_token_id=0, **V_SMALL), ("eager", "sdpa")),
+    "gpt_neox": (lambda: transformers.GPTNeoXConfig(**V_SMALL), ("eager", "sdpa")),
+    "gptj": (lambda: transformers.GPTJConfig(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=32, rotary_dim=8), ("eager", "sdpa")),
+    "gpt_bigcode": (lambda: transformers.GPTBigCodeConfig(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=32), ("eager", "sdpa")),
+    "opt": (
+        lambda: transformers.OPTConfig(
+            vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128,
+            max_position_embeddings=32, word_embed_proj_dim=64, pad_token_id=0,
+        ),
+        ("eager", "sdpa"),
+    ),
+    "bloom": (lambda: transformers.BloomConfig(vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4), ("eager",)),
+    "falcon": (lambda: transformers.FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4), ("eager", "sdpa")),
+}
+
+
+@pytest.mark.parametrize("name", MORE_DECODERS)
+def test_more_decoders_are_complete_and_on_scale(name, one_thread):
+    make_config, implementations = MORE_DECODERS[name]
+    ids, attention_mask = _prompts()
+    masks = token_masks(SPANS, T, dtype=DT)
+    relevant = []
+    for implementation in implementations:
+        config = make_config()
+        config._attn_implementation = implementation
+        torch.manual_seed(0)
+        model = transformers.AutoModelForCausalLM.from_config(config).to(DT).eval()
+        wrapper = NextTokenLogits(model, use_cache=False)
+        rel, irr = _decompose(model, wrapper, ids, attention_mask, masks)
+        with torch.no_grad():
+            out = wrapper(ids, attention_mask)
+        assert_complete_and_on_scale(rel, irr, out)
+        relevant.append((rel, out))
+    if len(relevant) == 2:
+        _assert_paths_agree(*relevant)
+
+
+ENCODERS = {  # name: (config, attention paths the model offers)
+    "distilbert": (
+        lambda: transformers.DistilBertConfig(vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, hidden_dim=128, max_position_embeddings=32, num_labels=3),
+        ("eager", "sdpa"),
+    ),
+    "roberta": (lambda: transformers.RobertaConfig(pad_token_id=1, num_labels=3, **V_SMALL), ("eager", "sdpa")),
+    "xlm-roberta": (lambda: transformers.XLMRobertaConfig(pad_token_id=1, num_labels=3, **V_SMALL), ("eager", "sdpa")),
+    "albert": (lambda: transformers.AlbertConfig(embedding_size=32, num_labels=3, **V_SMALL), ("eager", "sdpa")),
+    "electra": (lambda: transformers.ElectraConfig(embedding_size=32, num_labels=3, **V_SMALL), ("eager", "sdpa")),
+    "mpnet": (lambda: transformers.MPNetConfig(pad_token_id=1, num_labels=3, **V_SMALL), ("eager",)),
+    "modernbert": (
+        lambda: transformers.ModernBertConfig(
+            num_labels=3, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **V_SMALL
+        ),
+        ("eager", "sdpa"),
+    ),
+    "funnel": (
+        lambda: transformers.FunnelConfig(vocab_size=VOCAB, d_model=64, n_head=4, d_head=16, d_inner=128, block_sizes=[1, 1], num_labels=3),
+        ("eager",),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_encoders_are_complete_and_on_scale(name, one_thread):
+    make_config, implementations = ENCODERS[name]
+    ids, attention_mask = _prompts()
+    ids = ids.clamp_min(3)  # no special tokens (RoBERTa's positions skip its padding id)
+    masks = token_masks(SPANS, T, dtype=DT)
+    relevant = []
+    for implementation in implementations:
+        config = make_config()
+        config._attn_implementation = implementation
+        torch.manual_seed(0)
+        model = transformers.AutoModelForSequenceClassification.from_config(config).to(DT).eval()
+        wrapper = Logits(model)
+        rel, irr = _decompose(model, wrapper, ids, attention_mask, masks)
+        with torch.no_grad():
+            out = wrapper(ids, attention_mask)
+        assert_complete_and_on_scale(rel, irr, out)
+        relevant.append((rel, out))
+    if len(relevant) == 2:
+        _assert_paths_agree(*relevant)
+
+
+def test_vit_from_pixels_on_both_attention_paths(one_thread):
+    relevant = []
+    x = torch.randn(2, 3, 32, 32, dtype=DT)
+    top = (torch.arange(32)[:, None] < 16).expand(32, 32)
+    masks = torch.stack([top, ~top]).to(DT)[:, None]
+    for implementation in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        config = transformers.ViTConfig(
+            image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, num_labels=3
+        )
+        config._attn_implementation = implementation
+        model = transformers.ViTForImageClassification(config).to(DT).eval()
+        before = snapshot(model)
+        wrapper = Lambda(lambda pixels: model(pixel_values=pixels).logits)
+        rel, irr = ContextualDecomposition(wrapper).decompose(x, masks)
+        assert_unchanged(model, before)
+        with torch.no_grad():
+            out = wrapper(x)
+        assert_complete_and_on_scale(rel, irr, out)
+        relevant.append((rel, out))
+    _assert_paths_agree(*relevant)
+
+
+def _assert_paths_agree(first, second):
+    """The eager and sdpa paths give the same CD, up to how much the model's own outputs
+    differ (eager attention in transformers often runs its softmax in float32)."""
+    (rel_a, out_a), (rel_b, out_b) = first, second
+    own = float((out_a - out_b).abs().max())
+    assert own < 1e-6 * float(out_a.abs().max())
+    torch.testing.assert_close(rel_a, rel_b, rtol=0, atol=100 * own + 1e-12)
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
