@@ -257,3 +257,20 @@ def test_normalize_divides_by_the_full_activations_norm():
     by_hand = _decompose(Lambda(lambda h: h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)), x, masks)
     torch.testing.assert_close(rel, by_hand, rtol=0, atol=1e-14)
     torch.testing.assert_close(rel, masks[:, None] * x / x.norm(dim=-1, keepdim=True), rtol=0, atol=1e-14)
+
+
+def test_grouped_mm_of_experts_equals_one_matmul_per_expert():
+    """Mixture-of-experts layers (transformers' grouped_mm experts) in float32 (the op's dtypes)."""
+    grouped = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
+    if grouped is None:
+        pytest.skip("this torch has no grouped_mm")
+    torch.manual_seed(0)
+    weight = torch.randn(3, 8, 4)  # (experts, in, out); the kernels want 16-byte strides
+    offs = torch.tensor([2, 2, 6], dtype=torch.int32)  # tokens 0-1 to expert 0, none to 1, 2-5 to 2
+    x = torch.randn(6, 8)
+    masks = (torch.rand(2, 6, 8) > 0.5).float()
+    rel, irr = ContextualDecomposition(Lambda(lambda h: grouped(h, weight, offs=offs))).decompose(x, masks)
+    parts = masks * x
+    expected = torch.cat([parts[:, :2] @ weight[0], parts[:, 2:] @ weight[2]], dim=1)
+    torch.testing.assert_close(rel, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rel + irr, grouped(x, weight, offs=offs).expand_as(rel), rtol=1e-5, atol=1e-5)

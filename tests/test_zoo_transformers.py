@@ -305,3 +305,23 @@ class Lambda(nn.Module):
 
     def forward(self, *args):
         return self.fn(*args)
+
+
+@pytest.mark.parametrize("experts, dtype", [("batched_mm", DT), ("grouped_mm", torch.float32)])
+def test_mixture_of_experts_decoder(experts, dtype, one_thread):
+    """Mixtral: top-2 routing (weights from the full activation, as attention's), experts as
+    batched or grouped matmuls (grouped_mm takes float32 at most)."""
+    config = transformers.MixtralConfig(num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2, **V_SMALL)
+    config._experts_implementation = experts
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).to(dtype).eval()
+    ids, attention_mask = _prompts()
+    wrapper = NextTokenLogits(model, use_cache=False)
+    rel, irr = _decompose(model, wrapper, ids, attention_mask, token_masks(SPANS, T, dtype=dtype))
+    with torch.no_grad():
+        out = wrapper(ids, attention_mask)
+    if dtype == DT:
+        assert_complete_and_on_scale(rel, irr, out)
+    else:
+        torch.testing.assert_close(rel + irr, out.expand_as(rel), rtol=0, atol=1e-5 * float(out.abs().max()))
+        assert rel.abs().max() > 0.05 * out.abs().max()

@@ -3,7 +3,8 @@ r"""The rules of contextual decomposition, one family a file.
 ================  ==============================================================
 family            what it covers
 ================  ==============================================================
-affine            Linear, ConvNd, ConvTransposeNd, addmm: bias split by magnitude
+affine            Linear, ConvNd, ConvTransposeNd, addmm, grouped_mm: bias split by
+                  magnitude
 activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest);
                   functions infinite at 0 (rsqrt, 1/x, log) over their argument's lineage
 pooling           max pooling and max/min along a dim: winners from the full

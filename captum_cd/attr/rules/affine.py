@@ -69,5 +69,29 @@ def add_matmul(func, args, kwargs):
     return pending_decomposition(out, u, split_bias, out, bias * scale_bias)
 
 
+def grouped_mm(func, args, kwargs):
+    """``F.grouped_mm(tokens, weights, offs=...)`` (mixture-of-experts layers): each run of
+    tokens up to an offset meets its own expert's weight, linear in the tokens. The G
+    relevant parts of a token are laid next to each other, so every expert's run of
+    tokens stays contiguous with offsets scaled by G: one call, no loop over groups."""
+    x, weight = argument(args, kwargs, 0, "mat_a"), argument(args, kwargs, 1, "mat_b")
+    offs, bias = kwargs.get("offs"), kwargs.get("bias")
+    if not is_dec(x) or is_dec(weight) or is_dec(bias) or x.full.ndim != 2 or offs is None:
+        raise DecompositionError(
+            f"{function_name(func)}: only 2-D tokens (mat_a) with offsets may be decomposed, "
+            "against constant expert weights."
+        )
+    out = func(*fulls(args), **fulls(kwargs))
+    rel = x.rel
+    groups, tokens = rel.shape[0], rel.shape[1]
+    folded = rel.transpose(0, 1).reshape(tokens * groups, -1)
+    u = func(folded, weight, offs=offs * groups, out_dtype=kwargs.get("out_dtype"))
+    u = u.view(tokens, groups, -1).transpose(0, 1)
+    if bias is None:
+        return Decomposition(out, u)
+    raise DecompositionError(f"{function_name(func)} with a bias has no rule yet; add the bias after the call.")
+
+
 register_rule(AFFINE, affine)
+register_rule([torch._grouped_mm] + ([F.grouped_mm] if hasattr(F, "grouped_mm") else []), grouped_mm)
 register_rule([torch.addmm, torch.Tensor.addmm, torch.baddbmm, torch.Tensor.baddbmm], add_matmul)
