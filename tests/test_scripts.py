@@ -114,3 +114,10 @@ def test_tutorial_decoder_phrases():
     table = out.split("corr. with phrase label")[1]
     for name in ("CD", "LayerIntegratedGradients", "FeatureAblation"):
         assert -1 <= float(table.split(name)[1].split()[0]) <= 1
+
+
+def test_scale_speed_quick():
+    out = run("benchmarks/scale_speed.py", "--quick")
+    for model in ("resnet18", "resnet50", "BERT-base-size encoder", "GPT-2-small-size decoder"):
+        assert model in out
+    assert out.count("CD (attribute, 16 groups)") == 4 and "time / forward" in out and "peak / forward" in out
