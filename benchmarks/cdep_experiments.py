@@ -64,7 +64,6 @@ PUBLISHED = {  # the paper's test accuracies (MNIST for the image tasks)
     "SST decoy": {"vanilla": 56.6, "CDEP": 75.4},
 }
 PENALTIES = ("CDEP", "RRR", "Expected Gradients")
-PROTOCOLS = {"valid": "train-dist. validation", "decor": "decorrelated validation"}
 
 
 @dataclass
@@ -354,7 +353,7 @@ def summary_table(results: Dict[str, List[dict]]) -> str:
 def sweep_table(results: Dict[str, List[dict]]) -> str:
     """Test accuracy at every weight, with seconds per epoch; V marks the train-dist.
     validation's choice, D the decorrelated validation's, * the best."""
-    lines = ["| task | method | " + " | ".join(f"grid {i + 1}" for i in range(_grid_size(results))) + " |"]
+    lines = ["| task | method | " + " | ".join(f"grid point {i + 1}" for i in range(_grid_size(results))) + " |"]
     lines.append("| --- | --- |" + " --- |" * _grid_size(results))
     for name, records in results.items():
         for method in PENALTIES:
@@ -437,24 +436,31 @@ def main(quick: bool, out: str, datasets: Sequence[str]) -> None:
         for task in ("colour", "decoy"):
             results[f"{dataset} {task}"] = sweep_image(dataset, task, cfg, counter)
     results["SST decoy"] = sweep_text(cfg, counter)
+    with open(os.path.join(out, "cdep_sweeps.json"), "w") as f:
+        json.dump(results, f, indent=0)
+    report(results, out)
+    log(f"(total {time.perf_counter() - start:.0f} s)")
+
+
+def report(results: Dict[str, List[dict]], out: str) -> None:
+    """The tables, the SST decoy's scores and the figure, from the runs' records."""
     log("\nSummary: test accuracy %, mean ± sd over seeds, at the weight each protocol chose\n")
     log(summary_table(results))
     log("\nSweeps: weight: test % (seconds per epoch); V chosen by train-dist. validation, "
         "D by decorrelated validation, * best test\n")
     log(sweep_table(results))
     sst = results["SST decoy"]
-    log("\nSST decoy word, on dev sentences with their decoy (logit difference toward the decoy's class):")
-    rows = [("vanilla", 0.0, "")] + [("CDEP", choose(sst, "CDEP", k), why) for k, why in
-                                      (("valid", PROTOCOLS["valid"]), ("decor", PROTOCOLS["decor"]), ("test", "best test"))]
-    for method, w, why in rows:
+    chosen = {k: choose(sst, "CDEP", k) for k in ("valid", "decor", "test")}
+    log("\nSST decoy word, on dev sentences with their decoy (logit difference toward the decoy's class; "
+        "V, D, * as above):")
+    for method, w in [("vanilla", 0.0)] + [("CDEP", w) for w in sorted(by_weight(sst, "CDEP", "test"))]:
         cd, effect, test = (by_weight(sst, method, key)[w] for key in ("decoy CD", "decoy effect", "test"))
+        marks = "".join(m for k, m in (("valid", "V"), ("decor", "D"), ("test", "*")) if method == "CDEP" and chosen[k] == w)
         log(f"  {method:<8} weight {w:<6g} test {fmt(test)}%  decoy's mean CD {fmt(cd)}  "
-            f"effect of removing it {fmt(effect)}  {'(' + why + ')' if why else ''}")
+            f"effect of removing it {fmt(effect)}  {marks}")
     path = os.path.join(out, "cdep_sweeps.png")
     figure(results, path)
-    with open(os.path.join(out, "cdep_sweeps.json"), "w") as f:
-        json.dump(results, f, indent=0)
-    log(f"\nfigure: {path}\n(total {time.perf_counter() - start:.0f} s)")
+    log(f"\nfigure: {path}")
 
 
 if __name__ == "__main__":
@@ -462,5 +468,11 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="tiny subsets, one seed, two weights: seconds")
     parser.add_argument("--out", default=None, help="folder for the figure and the JSON (default: docs/, outputs/ with --quick)")
     parser.add_argument("--datasets", nargs="+", default=["MNIST", "Fashion-MNIST"], choices=["MNIST", "Fashion-MNIST"])
+    parser.add_argument("--from-json", default=None, help="no training: the tables and figure of a saved run's records")
     args = parser.parse_args()
-    main(args.quick, args.out or ("outputs" if args.quick else "docs"), args.datasets)
+    out = args.out or ("outputs" if args.quick else "docs")
+    if args.from_json:
+        with open(args.from_json) as f:
+            report(json.load(f), out)
+    else:
+        main(args.quick, out, args.datasets)
