@@ -76,6 +76,8 @@ def test_cdep_experiments_quick(tmp_path):
         assert all(0 <= r["test"] <= 100 and r["seconds"] > 0 for r in runs), name
     assert {r["method"] for r in records["MNIST colour"]} == {"vanilla", "CDEP", "RRR", "Expected Gradients"}
     assert (tmp_path / "cdep_sweeps.png").stat().st_size > 0
+    again = run("benchmarks/cdep_experiments.py", "--from-json", str(tmp_path / "cdep_sweeps.json"), "--out", str(tmp_path))
+    assert again.split("Summary:")[1] == out.split("Summary:")[1].split("(total")[0]  # the same tables from the records
 
 
 def test_cdep_cost_quick():
