@@ -123,3 +123,9 @@ def test_scale_speed_quick():
     for model in ("resnet18", "resnet50", "BERT-base-size encoder", "GPT-2-small-size decoder"):
         assert model in out
     assert out.count("CD (attribute, 16 groups)") == 4 and "time / forward" in out and "peak / forward" in out
+
+
+def test_locality_bound_quick():
+    out = run("benchmarks/locality_bound.py", "--quick")
+    share = float(out.split("conv work inside the boxes:")[1].split("%")[0])
+    assert 0 < share <= 100  # a share of the work, measured from the relevant parts' supports
