@@ -449,14 +449,19 @@ def report(results: Dict[str, List[dict]], out: str) -> None:
     log("\nSweeps: weight: test % (seconds per epoch); V chosen by train-dist. validation, "
         "D by decorrelated validation, * best test\n")
     log(sweep_table(results))
+    log("\nHow much vanilla relies on the spurious feature: accuracy % with it as in training (validation), "
+        "independent of the label (decorrelated validation), reversed or absent (test)")
+    for name, records in results.items():
+        vanilla = {k: by_weight(records, "vanilla", k)[0.0] for k in ("valid", "decor", "test")}
+        log(f"  {name:<22} validation {fmt(vanilla['valid'])}  decorrelated {fmt(vanilla['decor'])}  test {fmt(vanilla['test'])}")
     sst = results["SST decoy"]
     chosen = {k: choose(sst, "CDEP", k) for k in ("valid", "decor", "test")}
     log("\nSST decoy word, on dev sentences with their decoy (logit difference toward the decoy's class; "
         "V, D, * as above):")
     for method, w in [("vanilla", 0.0)] + [("CDEP", w) for w in sorted(by_weight(sst, "CDEP", "test"))]:
-        cd, effect, test = (by_weight(sst, method, key)[w] for key in ("decoy CD", "decoy effect", "test"))
+        cd, effect, test, valid = (by_weight(sst, method, key)[w] for key in ("decoy CD", "decoy effect", "test", "valid"))
         marks = "".join(m for k, m in (("valid", "V"), ("decor", "D"), ("test", "*")) if method == "CDEP" and chosen[k] == w)
-        log(f"  {method:<8} weight {w:<6g} test {fmt(test)}%  decoy's mean CD {fmt(cd)}  "
+        log(f"  {method:<8} weight {w:<6g} test {fmt(test)}%  dev with decoys {fmt(valid)}%  decoy's mean CD {fmt(cd)}  "
             f"effect of removing it {fmt(effect)}  {marks}")
     path = os.path.join(out, "cdep_sweeps.png")
     figure(results, path)
