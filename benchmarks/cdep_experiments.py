@@ -459,9 +459,9 @@ def report(results: Dict[str, List[dict]], out: str) -> None:
     log("\nSST decoy word, on dev sentences with their decoy (logit difference toward the decoy's class; "
         "V, D, * as above):")
     for method, w in [("vanilla", 0.0)] + [("CDEP", w) for w in sorted(by_weight(sst, "CDEP", "test"))]:
-        cd, effect, test, valid = (by_weight(sst, method, key)[w] for key in ("decoy CD", "decoy effect", "test", "valid"))
+        cd, effect, test, valid, decor = (by_weight(sst, method, key)[w] for key in ("decoy CD", "decoy effect", "test", "valid", "decor"))
         marks = "".join(m for k, m in (("valid", "V"), ("decor", "D"), ("test", "*")) if method == "CDEP" and chosen[k] == w)
-        log(f"  {method:<8} weight {w:<6g} test {fmt(test)}%  dev with decoys {fmt(valid)}%  decoy's mean CD {fmt(cd)}  "
+        log(f"  {method:<8} weight {w:<6g} test {fmt(test)}%  dev with decoys {fmt(valid)}%, without {fmt(decor)}%  decoy's mean CD {fmt(cd)}  "
             f"effect of removing it {fmt(effect)}  {marks}")
     path = os.path.join(out, "cdep_sweeps.png")
     figure(results, path)
