@@ -1,12 +1,14 @@
 """Timing helpers shared by the benchmarks: medians of interleaved repeats."""
 
 import statistics
+import sys
 import time
 from typing import Callable, Dict
 
 
 def median_times(cases: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Dict[str, float]:
     """Median wall time of each case, the cases interleaved so drift hits them alike."""
+    progress(f"timing {', '.join(cases)}: {repeats} interleaved repeats")
     for fn in cases.values():
         for _ in range(warmup):
             fn()
@@ -25,3 +27,11 @@ def print_table(title: str, rows, headers) -> None:
     print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+
+
+_START = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (the results stay alone on stdout), with the time so far."""
+    print(f"[{time.perf_counter() - _START:6.0f} s] {message}", file=sys.stderr, flush=True)

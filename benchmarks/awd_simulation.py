@@ -38,9 +38,9 @@ from captum_cd.penalties import (
 )
 
 try:
-    from benchmarks._timing import median_times, print_table
+    from benchmarks._timing import median_times, print_table, progress
 except ImportError:
-    from _timing import median_times, print_table
+    from _timing import median_times, print_table, progress
 
 LENGTH, LEVELS = 64, 3
 PUBLISHED_R2 = {"AWD": 0.262, "db5": 0.197, "teacher (LSTM)": 0.237}  # cell biology, not reproducible here
@@ -93,6 +93,7 @@ def simulation(quick: bool) -> None:
     if not quick:  # does it settle? the same starts trained longer
         starts += [("db5 + noise 0.3", "db5", 0.3, lam, 100) for lam in (0.01, 0.1)]
     for name, wave, noise, lam, epochs in starts:
+        progress(f"simulation: fitting from {name}, lamInterp {lam}, {epochs} epochs")
         wavelet = AdaptiveWavelet(wave, levels=LEVELS, init_noise=noise, generator=torch.Generator().manual_seed(1))
         before = wavelet_distance(wavelet, "db5")
         start = time.perf_counter()
@@ -223,8 +224,11 @@ def main() -> None:
     quick = parser.parse_args().quick
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")  # pywt's boundary-effect advice at level 3 of 64 samples
+    progress("cost of an epoch")
     epoch_cost(quick)
+    progress("the paper's simulation")
     simulation(quick)
+    progress("mnist1d")
     mnist1d(quick)
 
 

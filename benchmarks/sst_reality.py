@@ -33,6 +33,11 @@ from captum_cd import AgglomerativeCD, ContextualDecomposition, token_masks
 from captum_cd.datasets.sst import NEGATIONS, encode, load_sst, SSTExample, Vocab
 from captum_cd.models import accuracy, LSTMSentiment, train_classifier, TransformerSentiment
 
+try:
+    from benchmarks._timing import progress
+except ImportError:
+    from _timing import progress
+
 
 class PositiveMinusNegative(nn.Module):
     """The score every method explains: logit(positive) - logit(negative)."""
@@ -78,7 +83,9 @@ def evaluate(model, test, vocab, limit):
     score_model = PositiveMinusNegative(model).eval()
     labels, negations = [], []
     scores = {}
-    for example in test[:limit]:
+    for done, example in enumerate(test[:limit]):
+        if done % 200 == 0:
+            progress(f"scoring phrases: sentence {done} of {limit}")
         ids = torch.tensor([vocab.encode(example.tokens)])
         spans, fine, negated = [], [], []
         for p in example.phrases:
@@ -132,6 +139,7 @@ def main(quick: bool) -> None:
     models = {"LSTM": LSTMSentiment(len(vocab)), "Transformer": TransformerSentiment(len(vocab))}
     limit = 30 if quick else len(test)
     for name, model in models.items():
+        progress(f"training the {name}")
         start = time.perf_counter()
         train_classifier(model, x, y, epochs=epochs, batch_size=128, lengths=lengths)
         seconds = time.perf_counter() - start

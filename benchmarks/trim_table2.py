@@ -27,6 +27,11 @@ from torch import nn
 from captum_cd import ContextualDecomposition, TRIM
 from captum_cd.transforms import Fourier1d, frequency_bins
 
+try:
+    from benchmarks._timing import progress
+except ImportError:
+    from _timing import progress
+
 P, BIN = 100, 12
 PUBLISHED = {"CD": 0.4, "DeepLift": 3.6, "GradientShap (SHAP)": 4.0, "IntegratedGradients": 4.2}
 
@@ -74,6 +79,7 @@ def run(seeds, n_train, n_test, epochs):
     warnings.filterwarnings("ignore")
     errors, by_abs, by_class, accuracies, seconds = {}, {}, {}, [], {}
     for seed in seeds:
+        progress(f"seed {seed}: training the network")
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         x, y = simulate(n_train + 10_000, g)
@@ -81,6 +87,7 @@ def run(seeds, n_train, n_test, epochs):
         x_test, y_test = x[n_train:], y[n_train:]
         with torch.no_grad():
             accuracies.append((model(x_test).argmax(1) == y_test).float().mean().item())
+        progress(f"seed {seed}: scoring the bins of {n_test} test points with every method")
         scores, times = bin_scores(model, x_test[:n_test])
         labels = y_test[:n_test]
         for name, s in scores.items():
