@@ -25,8 +25,12 @@ The best weight by test accuracy is shown too: what each penalty can do, not a p
 Budget (2 shared CPU cores): a small CNN (conv 16 - conv 32 - fc 64), 3,000 training
 images, a few epochs; Expected Gradients with few references per example (50 in the paper).
 
-    python benchmarks/cdep_experiments.py                # full: 3 seeds, figure in docs/
+Also reported: how much vanilla relies on each spurious feature, and for SST the decoy
+word's mean CD beside its real effect (the output's change when it is taken out).
+
+    python benchmarks/cdep_experiments.py                # full: 3 seeds, ~36 min; docs/cdep_sweeps.{png,json}
     python benchmarks/cdep_experiments.py --quick --out /tmp/x   # seconds: tiny subsets
+    python benchmarks/cdep_experiments.py --from-json docs/cdep_sweeps.json  # tables of a saved run
 """
 
 import argparse
