@@ -309,22 +309,33 @@ class ContextualDecomposition(Attribution):
         per_pass = _positive_int(perturbations_per_eval, "perturbations_per_eval") or max(
             1, _DEFAULT_ROWS_PER_PASS // max(batch, 1)
         )
+        group_starts, example_slices = _passes(n_groups, per_pass, batch, additional_forward_args is None)
         scores, deltas = [], []
-        starts = range(0, n_groups, per_pass)
-        bar = tqdm(total=len(starts), desc=f"{self.get_name()} attribution", disable=not show_progress)
+        total = len(group_starts) * len(example_slices)
+        bar = tqdm(total=total, desc=f"{self.get_name()} attribution", disable=not show_progress)
         with torch.no_grad(), bar:
             wanted = return_convergence_delta and not self.stop_at_softmax
             reference = self._reference_output(inputs, additional_forward_args) if wanted else None
-            for start in starts:
-                masks = group_masks(start, min(start + per_pass, n_groups))
-                out = self.forward_decomposition(inputs, masks, additional_forward_args)
-                scores.append(target_scores(out.rel, out.full, target))
-                if return_convergence_delta:
-                    deltas.append(self._deviation(out.rel, out.full - out.rel, out.full, reference, target))
-                bar.update()
-        attributions = _format_output(is_tuple, assign(torch.cat(scores, dim=0)))
+            for examples in example_slices:
+                # Whole examples per pass: the ordinary pass runs once per example, however
+                # many passes the groups need.
+                part = inputs if examples is None else tuple(x[examples] for x in inputs)
+                part_target = _target_part(target, examples, batch)
+                part_reference = None if reference is None or examples is None else reference[examples]
+                for start in group_starts:
+                    masks = _masks_part(group_masks(start, min(start + group_starts.step, n_groups)), shapes, examples)
+                    out = self.forward_decomposition(part, masks, additional_forward_args)
+                    scores.append(target_scores(out.rel, out.full, part_target))
+                    if return_convergence_delta:
+                        reference_here = reference if examples is None else part_reference
+                        deltas.append(self._deviation(out.rel, out.full - out.rel, out.full, reference_here, part_target))
+                    bar.update()
+        rows = len(group_starts)
+        stitched = torch.cat([torch.cat(scores[i : i + rows], dim=0) for i in range(0, len(scores), rows)], dim=1)
+        attributions = _format_output(is_tuple, assign(stitched))
         if return_convergence_delta:
-            return attributions, _largest(torch.cat(deltas, dim=0))
+            delta = torch.cat([torch.cat(deltas[i : i + rows], dim=0) for i in range(0, len(deltas), rows)], dim=1)
+            return attributions, _largest(delta)
         return attributions
 
     def compute_convergence_delta(
@@ -494,6 +505,41 @@ def _check_no_baselines(baselines: object, method: str) -> None:
         f"{method} takes no baselines (the rest of the input is the irrelevant part, not a "
         f"reference); baselines must be None, got {type(baselines).__name__}.{hint}"
     )
+
+
+def _passes(n_groups: int, per_pass: int, batch: int, can_split_batch: bool) -> Tuple[range, List[Optional[slice]]]:
+    """How ``attribute`` cuts its work: starts of the chunks of groups, and slices of the
+    examples (None: the whole batch). Where the groups need several passes, whole examples
+    go through a pass with all the groups they fit, the ``per_pass * batch`` rows of a pass
+    filled either way, so the ordinary pass is not repeated for every chunk of groups.
+    (Only without additional forward arguments, which may or may not follow the batch.)"""
+    rows = per_pass * batch
+    if not can_split_batch or batch <= 1 or per_pass >= n_groups:
+        return range(0, n_groups, per_pass), [None]
+    groups_per_pass = min(n_groups, rows)
+    examples = max(1, rows // groups_per_pass)
+    slices = [slice(b, min(b + examples, batch)) for b in range(0, batch, examples)]
+    return range(0, n_groups, groups_per_pass), slices
+
+
+def _target_part(target: TargetType, examples: Optional[slice], batch: int) -> TargetType:
+    """The target of some examples: per-example targets (a list, a tensor of several) sliced,
+    after checking they have one entry per example of the whole batch."""
+    if examples is None or target is None:
+        return target
+    if isinstance(target, list) or (isinstance(target, Tensor) and target.numel() > 1):
+        if len(target) != batch:
+            raise ValueError(f"a target {type(target).__name__} needs one entry per example ({batch}); got {len(target)}.")
+        return target[examples]
+    return target
+
+
+def _masks_part(masks: Tuple[Tensor, ...], shapes: List[torch.Size], examples: Optional[slice]) -> Tuple[Tensor, ...]:
+    """Group masks for some examples: per-example masks ``(g, B, *features)`` sliced,
+    masks shared by the batch ``(g, *features)`` as they are."""
+    if examples is None:
+        return masks
+    return tuple(m[:, examples] if m.ndim == len(shape) + 1 else m for m, shape in zip(masks, shapes))
 
 
 def _positive_int(value: Optional[int], name: str) -> Optional[int]:
