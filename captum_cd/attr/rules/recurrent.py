@@ -98,6 +98,11 @@ class LSTMWeights(NamedTuple):
     scale: Tensor  # 1 on i, f, o; 2 on g
     sigmoid_bias: Tensor  # sigmoid(bias)
     hidden: int
+    # Constants of every step, computed once (the same values the step would compute).
+    one_minus_scale: Tensor  # 1 - scale
+    half_scale: Tensor  # 0.5 * scale
+    at_bias: Tensor  # the gates' activations at the bias, (4H,)
+    ig_bias: Tensor  # I_bias * G_bias, (H,)
 
     @classmethod
     def of(cls, w_hh: Tensor, bias: Tensor) -> "LSTMWeights":
@@ -105,11 +110,16 @@ class LSTMWeights(NamedTuple):
         scale = w_hh.new_ones(4 * hidden)
         scale[2 * hidden : 3 * hidden] = 2.0
         bias = scale * bias
-        return cls((scale[:, None] * w_hh).t(), bias, scale, torch.sigmoid(bias), hidden)
+        sigmoid_bias, one_minus_scale = torch.sigmoid(bias), 1.0 - scale
+        at_bias = torch.addcmul(one_minus_scale, scale, sigmoid_bias)
+        i_bias, _, g_bias, _ = at_bias.split(hidden, -1)
+        return cls(
+            (scale[:, None] * w_hh).t(), bias, scale, sigmoid_bias, hidden, one_minus_scale, 0.5 * scale, at_bias, i_bias * g_bias
+        )
 
     def activations(self, y: Tensor) -> Tensor:
         """sigmoid on i, f, o and tanh on g, of scaled pre-activations ``y``."""
-        return torch.addcmul(1.0 - self.scale, self.scale, torch.sigmoid(y))
+        return torch.addcmul(self.one_minus_scale, self.scale, torch.sigmoid(y))
 
 
 def lstm_step(xp: Parts, p: Tensor, h: Parts, c: Parts, w: LSTMWeights) -> Tuple[Parts, Parts]:
@@ -118,16 +128,18 @@ def lstm_step(xp: Parts, p: Tensor, h: Parts, c: Parts, w: LSTMWeights) -> Tuple
     rel = xp.rel + h.rel @ w.w_hh_t
     sigmoid_full = torch.sigmoid(full)
     # Three players, bias first: L_rel = 1/2 [act(rel + b) - act(b) + act(full) - act(full - rel)]
-    L_rel = (torch.sigmoid(rel + w.bias) - w.sigmoid_bias + sigmoid_full - torch.sigmoid(full - rel)) * (0.5 * w.scale)
-    at_bias = w.activations(w.bias)
+    L_rel = (torch.sigmoid(rel + w.bias) - w.sigmoid_bias + sigmoid_full - torch.sigmoid(full - rel)) * w.half_scale
     I_rel, F_rel, G_rel, _ = L_rel.split(w.hidden, -1)
-    I_bias, F_bias, G_bias, _ = at_bias.split(w.hidden, -1)
-    i, f, g, o = torch.addcmul(1.0 - w.scale, w.scale, sigmoid_full).split(w.hidden, -1)
+    I_bias, F_bias, G_bias, _ = w.at_bias.split(w.hidden, -1)
+    i, f, g, o = torch.addcmul(w.one_minus_scale, w.scale, sigmoid_full).split(w.hidden, -1)
     c_full = torch.addcmul(i * g, f, c.full)
-    c_rel = I_rel * (G_rel + G_bias) + I_bias * G_rel + p * (I_bias * G_bias) + (F_rel + F_bias) * c.rel
-    tanh_c = torch.tanh(c_full)
-    h_rel = (0.5 * o) * (torch.tanh(c_rel) + tanh_c - torch.tanh(c_full - c_rel))
-    return Parts(o * tanh_c, h_rel), Parts(c_full, c_rel)
+    c_rel = I_rel * (G_rel + G_bias) + I_bias * G_rel + p * w.ig_bias + (F_rel + F_bias) * c.rel
+    # h_rel = o/2 [tanh(c_rel) + tanh(c) - tanh(c - c_rel)], with tanh(x) = 2 sigmoid(2x) - 1
+    # as for the gates: torch's CPU tanh costs many times a sigmoid, and the 1s cancel.
+    two_c, two_rel = 2.0 * c_full, 2.0 * c_rel
+    sigmoid_c = torch.sigmoid(two_c)
+    h_rel = o * (torch.sigmoid(two_rel) + (sigmoid_c - 0.5) - torch.sigmoid(two_c - two_rel))
+    return Parts(o * (2.0 * sigmoid_c - 1.0), h_rel), Parts(c_full, c_rel)
 
 
 def gru_step(xp: Parts, p: Tensor, h: Parts, w_hh: Tensor, b_ih, b_hh) -> Parts:
