@@ -12,6 +12,8 @@ call per candidate), side by side, in one run.
 
 import argparse
 import copy
+import os
+import sys
 import time
 import warnings
 
@@ -20,8 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from captum_cd import AgglomerativeCD
-from captum_cd.datasets.digits import load_digits
-from captum_cd.models import accuracy, lenet, train_classifier
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
+from experiments.datasets.digits import load_digits  # noqa: E402
+from experiments.models import accuracy, lenet, train_classifier  # noqa: E402
 
 try:
     from benchmarks._timing import progress

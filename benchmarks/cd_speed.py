@@ -22,6 +22,8 @@ FeatureAblation, and the original acd 0.0.2 ``cd`` (one call per group) if insta
 import argparse
 import copy
 import json
+import os
+import sys
 
 import warnings
 
@@ -30,7 +32,9 @@ from captum.attr import DeepLift, FeatureAblation, IntegratedGradients
 
 from captum_cd import ContextualDecomposition
 from captum_cd.attr import decomposition
-from captum_cd.models import lenet
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
+from experiments.models import lenet  # noqa: E402
 
 try:
     from benchmarks._timing import median_times, print_table

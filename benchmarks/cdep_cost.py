@@ -14,14 +14,18 @@ CDEP with all 8 pixels as one region against RRR on the same pixels.
 """
 
 import argparse
+import os
+import sys
 import warnings
 
 import torch
 import torch.nn.functional as F
 
 from captum_cd import CDEPRegularizer
-from captum_cd.models import lenet
 from captum_cd.penalties import ExpectedGradientsPenalty, RRRPenalty
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
+from experiments.models import lenet  # noqa: E402
 
 try:
     from benchmarks._timing import median_times, print_table

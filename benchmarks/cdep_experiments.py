@@ -36,6 +36,7 @@ word's mean CD beside its real effect (the output's change when it is taken out)
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -47,7 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from captum_cd import CDEPRegularizer
-from captum_cd.datasets import (
+from captum_cd.penalties import ExpectedGradientsPenalty, RRRPenalty
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
+from experiments.datasets import (  # noqa: E402
     color_region_masks,
     decoy_corner_masks,
     encode,
@@ -59,8 +63,7 @@ from captum_cd.datasets import (
     SSTExample,
     Vocab,
 )
-from captum_cd.models import accuracy as text_accuracy, LSTMSentiment
-from captum_cd.penalties import ExpectedGradientsPenalty, RRRPenalty
+from experiments.models import accuracy as text_accuracy, LSTMSentiment  # noqa: E402
 
 PUBLISHED = {  # the paper's test accuracies (MNIST for the image tasks)
     "colour": {"vanilla": 0.2, "CDEP": 31.0, "RRR": 0.2, "Expected Gradients": 10.0},

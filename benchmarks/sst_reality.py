@@ -20,7 +20,9 @@ with Captum's methods.
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 import warnings
 
@@ -30,8 +32,10 @@ from captum.attr import LayerDeepLift, LayerIntegratedGradients
 from torch import nn
 
 from captum_cd import AgglomerativeCD, ContextualDecomposition, token_masks
-from captum_cd.datasets.sst import NEGATIONS, encode, load_sst, SSTExample, Vocab
-from captum_cd.models import accuracy, LSTMSentiment, train_classifier, TransformerSentiment
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
+from experiments.datasets.sst import NEGATIONS, encode, load_sst, SSTExample, Vocab  # noqa: E402
+from experiments.models import accuracy, LSTMSentiment, train_classifier, TransformerSentiment  # noqa: E402
 
 try:
     from benchmarks._timing import progress

@@ -16,6 +16,7 @@ regions' scores side by side to ``outputs/demo.png``.
 
 import argparse
 import os
+import sys
 import time
 import warnings
 
@@ -27,8 +28,10 @@ import torch  # noqa: E402
 from captum.attr import DeepLift, FeatureAblation, IntegratedGradients  # noqa: E402
 
 from captum_cd import ContextualDecomposition, grid_ids  # noqa: E402
-from captum_cd.datasets.digits import load_digits  # noqa: E402
-from captum_cd.models import accuracy, small_cnn, train_classifier  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
+from experiments.datasets.digits import load_digits  # noqa: E402
+from experiments.models import accuracy, small_cnn, train_classifier  # noqa: E402
 
 
 def per_region(pixel_attributions: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

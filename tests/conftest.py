@@ -5,6 +5,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))  # reference_cd and the models of the tests
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # experiments/
 
 from captum_cd.compat import declare_missing_torchvision_ops  # noqa: E402
 

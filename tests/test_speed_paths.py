@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from captum_cd import ContextualDecomposition, grid_ids
-from captum_cd.models import lenet
+from experiments.models import lenet
 
 
 @pytest.fixture

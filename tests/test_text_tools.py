@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from captum_cd import AgglomerativeCD, ContextualDecomposition, token_scores, visualization_record
-from captum_cd.models import LSTMSentiment
+from experiments.models import LSTMSentiment
 
 
 @pytest.fixture

@@ -27,10 +27,9 @@ from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradi
 from captum.metrics import infidelity, sensitivity_max  # noqa: E402
 
 from captum_cd import ContextualDecomposition, grid_ids, ids_to_masks  # noqa: E402
-from captum_cd.datasets.digits import load_digits  # noqa: E402
-from captum_cd.models import accuracy, small_cnn, train_classifier  # noqa: E402
-
-from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py)
+from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
+from experiments.datasets.digits import load_digits  # noqa: E402
+from experiments.models import accuracy, small_cnn, train_classifier  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="fewer images and samples (the test suite)")

@@ -24,10 +24,9 @@ import torch.nn.functional as F  # noqa: E402
 from captum.attr import visualization  # noqa: E402
 
 from captum_cd import AgglomerativeCD  # noqa: E402
-from captum_cd.datasets import encode, load_digits, load_sst, SSTExample, Vocab  # noqa: E402
-from captum_cd.models import accuracy, lenet, LSTMSentiment, train_classifier  # noqa: E402
-
-from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py)
+from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
+from experiments.datasets import encode, load_digits, load_sst, SSTExample, Vocab  # noqa: E402
+from experiments.models import accuracy, lenet, LSTMSentiment, train_classifier  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")

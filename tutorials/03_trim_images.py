@@ -20,11 +20,10 @@ import torch  # noqa: E402
 from captum.attr import DeepLift, GradientShap, IntegratedGradients  # noqa: E402
 
 from captum_cd import ContextualDecomposition, TRIM  # noqa: E402
-from captum_cd.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
-from captum_cd.models import accuracy, small_cnn, train_classifier  # noqa: E402
 from captum_cd.transforms import Fourier2d, radial_bands, WaveletTransform2d  # noqa: E402
-
-from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py)
+from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
+from experiments.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
+from experiments.models import accuracy, small_cnn, train_classifier  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")

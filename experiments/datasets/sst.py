@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 SPLITS = ("train", "dev", "test")
+REPOSITORY = Path(__file__).resolve().parent.parent.parent  # experiments/datasets/sst.py -> the repository
 # PTB escapes: brackets are spelled out so that they cannot be confused with the tree's.
 _UNESCAPE = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
 # Single tokens that negate the phrase next to them (the CD paper's negation check).
@@ -104,8 +105,8 @@ def find_sst_root(root: Optional[PathLike] = None) -> Path:
     """The folder that holds ``train.txt``, ``dev.txt``, ``test.txt``.
 
     ``root`` if given, else ``$CAPTUM_CD_SST``, else the first of ``shared/data/sst`` and
-    ``../shared/data/sst`` relative to the working directory, then to the repository (the
-    folder above the ``captum_cd`` package), that holds a split. An explicit ``root`` or
+    ``../shared/data/sst`` relative to the working directory, then to the repository's root
+    (the folder that holds ``experiments/``), that holds a split. An explicit ``root`` or
     environment variable is never silently replaced by a default.
     """
     if root is not None:
@@ -113,8 +114,7 @@ def find_sst_root(root: Optional[PathLike] = None) -> Path:
     elif os.environ.get("CAPTUM_CD_SST"):
         candidates, given = [Path(os.environ["CAPTUM_CD_SST"])], "$CAPTUM_CD_SST="
     else:
-        repository = Path(__file__).resolve().parents[2]
-        bases = [Path.cwd(), repository]
+        bases = [Path.cwd(), REPOSITORY]
         candidates = [base / rel for base in bases for rel in ("shared/data/sst", "../shared/data/sst")]
         given = ""
     for candidate in candidates:
