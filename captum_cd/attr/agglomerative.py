@@ -13,7 +13,8 @@ from torch import nn, Tensor
 from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import TargetType
-from captum_cd.attr.contextual_decomposition import _check_no_baselines, _check_target, ContextualDecomposition
+from captum_cd.attr.contextual_decomposition import check_no_baselines, ContextualDecomposition
+from captum_cd.attr.groups import check_target, select_rows
 from captum_cd.attr.hierarchy import Component, Hierarchy
 
 
@@ -130,7 +131,7 @@ class AgglomerativeCD(Attribution):
         results = []
         for b in range(inputs.shape[0]):
             example = inputs[b : b + 1]
-            args = _slice_args(additional_forward_args, b, inputs.shape[0])
+            args = select_rows(additional_forward_args, slice(b, b + 1), inputs.shape[0])
             units = self._units(example, block_size, superpixels)
             if tokens is not None and len(tokens[b]) != units.count:
                 raise ValueError(f"tokens[{b}] has {len(tokens[b])} words for a sentence of {units.count} tokens; give one word per token.")
@@ -182,7 +183,7 @@ class AgglomerativeCD(Attribution):
             shape ``(B, T)`` like the token ids: what Captum's ``visualize_text``
             takes as word attributions (no sum over the embedding dimension).
         """
-        _check_no_baselines(baselines, self.get_name())
+        check_no_baselines(baselines, self.get_name())
         is_tuple = isinstance(inputs, tuple)
         if is_tuple:
             if len(inputs) != 1:
@@ -336,7 +337,7 @@ class _Scorer:
             )
         if not torch.isfinite(out).all():
             raise ValueError("the model's output is NaN or infinite for this example; no hierarchy can be built from it.")
-        _check_target(target, out)
+        check_target(target, out)
         if score == "difference" and (out.ndim != 2 or out.shape[1] != 2):
             raise ValueError(f"score='difference' needs a binary model (output (B, 2)); got output of shape {tuple(out.shape)}.")
         self.target, self.difference = int(target), score == "difference"
@@ -392,13 +393,6 @@ def _check_options(percentile, max_iterations, block_size, superpixels, tokens, 
         raise ValueError(f"superpixels must be a positive integer (how many) or a label map; got {superpixels!r}.")
     if tokens is not None and (isinstance(tokens, str) or len(tokens) != batch):
         raise ValueError(f"tokens must hold one list of words per example ({batch}); got {type(tokens).__name__} of length {len(tokens)}.")
-
-
-def _slice_args(args, b: int, batch: int):
-    if args is None:
-        return None
-    args = args if isinstance(args, tuple) else (args,)
-    return tuple(a[b : b + 1] if isinstance(a, Tensor) and a.ndim and a.shape[0] == batch else a for a in args)
 
 
 # ---------------------------------------------------------------------- 1-D

@@ -1,8 +1,7 @@
 """Contextual decomposition (CD) as a Captum attribution method."""
 
 import contextlib
-import numbers
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution
@@ -11,13 +10,10 @@ from torch import nn, Tensor
 from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import (
-    _expand_target,
     _format_additional_forward_args,
     _format_output,
     _format_tensor_into_tuples,
     _is_tuple,
-    _select_targets,
-    ExpansionTypes,
     TargetType,
     TensorOrTupleOfTensorsGeneric,
 )
@@ -27,14 +23,23 @@ from captum_cd.attr.decomposition import (
     DecompositionContext,
     decomposition_context,
 )
-from captum_cd.attr.errors import call_site, DecompositionError
-from captum_cd.attr.rules._util import fulls, leaves
+from captum_cd.attr.errors import DecompositionError
+from captum_cd.attr.groups import (
+    check_pairs,
+    groups_from_ids,
+    largest_over_groups,
+    masks_for_examples,
+    one_hot_groups,
+    passes,
+    relevant_parts,
+    rows_per_pass,
+    target_for_examples,
+    target_scores,
+    without_empty_groups,
+)
+from captum_cd.attr.module_rules import ModuleKey, module_rules_installed
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
-ModuleKey = Union[str, nn.Module, type]
-
-# Groups x examples propagated at once when attribute() chooses the chunk size.
-_DEFAULT_ROWS_PER_PASS = 1024
 
 
 class ContextualDecomposition(Attribution):
@@ -199,16 +204,16 @@ class ContextualDecomposition(Attribution):
         inputs = _format_tensor_into_tuples(inputs)
         args = _format_additional_forward_args(additional_forward_args) or ()
         model = self.forward_func if isinstance(self.forward_func, nn.Module) else None
-        _check_model(self.forward_func, training)
-        _check_inputs(inputs, decomposed=self.layer is None, model=model)
+        check_model(self.forward_func, training)
+        check_inputs(inputs, decomposed=self.layer is None, model=model)
         if (masks is None) == (relevant is None):
             raise ValueError("give exactly one of masks and relevant.")
         context = DecompositionContext(
             model=model, training=training, stop_at_softmax=self.stop_at_softmax, rules=self.rules
         )
-        with decomposition_context(context), self._module_rules_installed(context):
+        with decomposition_context(context), module_rules_installed(self.forward_func, self.module_rules, context):
             if self.layer is None:
-                parts = _relevant_parts(inputs, masks, relevant)
+                parts = relevant_parts(inputs, masks, relevant)
                 decomposed = tuple(Decomposition(x, rel) for x, rel in zip(inputs, parts))
                 out = self.forward_func(*decomposed, *args)
             else:
@@ -219,7 +224,7 @@ class ContextualDecomposition(Attribution):
                         f"layer {type(self.layer).__name__} ran {calls[0]} times in the forward "
                         "pass; the decomposition starts at its output, so it must run exactly once."
                     )
-        return _without_empty_groups(_output_decomposition(out, context), context)
+        return without_empty_groups(context.model_output(out), context)
 
     # ------------------------------------------------------------------ attribute
 
@@ -295,21 +300,19 @@ class ContextualDecomposition(Attribution):
             >>> attr = cd.attribute(images, target=labels, feature_mask=ids[None, None])
             >>> attr = cd.attribute(images, None, labels, None, ids[None, None])  # Captum's order
         """
-        _check_no_baselines(baselines, type(self).__name__)
+        check_no_baselines(baselines, type(self).__name__)
         is_tuple = _is_tuple(inputs)
         inputs = _format_tensor_into_tuples(inputs)
         shapes = self._feature_shapes(inputs, additional_forward_args)
         batch = inputs[0].shape[0]
         device = inputs[0].device
         if feature_mask is None:
-            n_groups, group_masks, assign = _one_hot_groups(shapes, batch, device)
+            n_groups, group_masks, assign = one_hot_groups(shapes, batch, device)
         else:
             ids = tuple(m.to(device) for m in _format_tensor_into_tuples(feature_mask))
-            n_groups, group_masks, assign = _groups_from_ids(ids, shapes, batch)
-        per_pass = _positive_int(perturbations_per_eval, "perturbations_per_eval") or max(
-            1, _DEFAULT_ROWS_PER_PASS // max(batch, 1)
-        )
-        group_starts, example_slices = _passes(n_groups, per_pass, batch, additional_forward_args is None)
+            n_groups, group_masks, assign = groups_from_ids(ids, shapes, batch)
+        per_pass = rows_per_pass(perturbations_per_eval, batch)
+        group_starts, example_slices = passes(n_groups, per_pass, batch, additional_forward_args is None)
         scores, deltas = [], []
         total = len(group_starts) * len(example_slices)
         bar = tqdm(total=total, desc=f"{self.get_name()} attribution", disable=not show_progress)
@@ -320,10 +323,10 @@ class ContextualDecomposition(Attribution):
                 # Whole examples per pass: the ordinary pass runs once per example, however
                 # many passes the groups need.
                 part = inputs if examples is None else tuple(x[examples] for x in inputs)
-                part_target = _target_part(target, examples, batch)
+                part_target = target_for_examples(target, examples, batch)
                 part_reference = None if reference is None or examples is None else reference[examples]
                 for start in group_starts:
-                    masks = _masks_part(group_masks(start, min(start + group_starts.step, n_groups)), shapes, examples)
+                    masks = masks_for_examples(group_masks(start, min(start + group_starts.step, n_groups)), shapes, examples)
                     out = self.forward_decomposition(part, masks, additional_forward_args)
                     scores.append(target_scores(out.rel, out.full, part_target))
                     if return_convergence_delta:
@@ -335,7 +338,7 @@ class ContextualDecomposition(Attribution):
         attributions = _format_output(is_tuple, assign(stitched))
         if return_convergence_delta:
             delta = torch.cat([torch.cat(deltas[i : i + rows], dim=0) for i in range(0, len(deltas), rows)], dim=1)
-            return attributions, _largest(delta)
+            return attributions, largest_over_groups(delta)
         return attributions
 
     def compute_convergence_delta(
@@ -378,7 +381,7 @@ class ContextualDecomposition(Attribution):
         with torch.no_grad():
             full = relevant + irrelevant
             reference = None if self.stop_at_softmax else self._reference_output(inputs, additional_forward_args)
-            return _largest(self._deviation(relevant, irrelevant, full[0], reference, target))
+            return largest_over_groups(self._deviation(relevant, irrelevant, full[0], reference, target))
 
     def _reference_output(self, inputs: Tuple[Tensor, ...], additional_forward_args) -> Tensor:
         """The model's ordinary output, computed without any decomposition."""
@@ -425,7 +428,7 @@ class ContextualDecomposition(Attribution):
             ``(P, B, *output_shape)`` without.
         """
         masks_a, masks_b = _format_tensor_into_tuples(masks_a), _format_tensor_into_tuples(masks_b)
-        pairs = _check_pairs(masks_a, masks_b)
+        pairs = check_pairs(masks_a, masks_b)
         stacked = []
         for a, b in zip(masks_a, masks_b):
             a, b = torch.broadcast_tensors(a.to(torch.float64), b.to(torch.float64))
@@ -440,8 +443,8 @@ class ContextualDecomposition(Attribution):
     def _feature_shapes(self, inputs: Tuple[Tensor, ...], additional_forward_args) -> List[torch.Size]:
         """Shapes of what is decomposed, batch included (the layer's output with ``layer``).
         Validates the inputs and the model first: with ``layer`` this runs the model."""
-        _check_model(self.forward_func)
-        _check_inputs(inputs, self.layer is None, self.forward_func if isinstance(self.forward_func, nn.Module) else None)
+        check_model(self.forward_func)
+        check_inputs(inputs, self.layer is None, self.forward_func if isinstance(self.forward_func, nn.Module) else None)
         if self.layer is None:
             return [x.shape for x in inputs]
         shapes: List[torch.Size] = []
@@ -463,32 +466,11 @@ class ContextualDecomposition(Attribution):
             hook.remove()
         return shapes[:1]
 
-    @contextlib.contextmanager
-    def _module_rules_installed(self, context: DecompositionContext) -> Iterator[None]:
-        """Installs ``module_rules`` for one forward pass and removes them after, also on error."""
-        if not self.module_rules:
-            yield
-            return
-        model = self.forward_func
-        if not isinstance(model, nn.Module):
-            raise DecompositionError("module_rules need the model to be an nn.Module.")
-        undo: List[Callable[[], None]] = []
-        try:
-            for module, rule in _resolve_module_rules(model, self.module_rules):
-                if isinstance(rule, dict):
-                    undo += _scope_rules(module, rule, context)
-                else:
-                    undo += _replace_forward(module, rule, context)
-            yield
-        finally:
-            for step in reversed(undo):
-                step()
-
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_no_baselines(baselines: object, method: str) -> None:
+def check_no_baselines(baselines: object, method: str) -> None:
     """CD has no baselines; a positional call in Captum's order puts them second."""
     if baselines is None:
         return
@@ -507,53 +489,7 @@ def _check_no_baselines(baselines: object, method: str) -> None:
     )
 
 
-def _passes(n_groups: int, per_pass: int, batch: int, can_split_batch: bool) -> Tuple[range, List[Optional[slice]]]:
-    """How ``attribute`` cuts its work: starts of the chunks of groups, and slices of the
-    examples (None: the whole batch). Where the groups need several passes, whole examples
-    go through a pass with all the groups they fit, the ``per_pass * batch`` rows of a pass
-    filled either way, so the ordinary pass is not repeated for every chunk of groups.
-    (Only without additional forward arguments, which may or may not follow the batch.)"""
-    rows = per_pass * batch
-    if not can_split_batch or batch <= 1 or per_pass >= n_groups:
-        return range(0, n_groups, per_pass), [None]
-    groups_per_pass = min(n_groups, rows)
-    examples = max(1, rows // groups_per_pass)
-    slices = [slice(b, min(b + examples, batch)) for b in range(0, batch, examples)]
-    return range(0, n_groups, groups_per_pass), slices
-
-
-def _target_part(target: TargetType, examples: Optional[slice], batch: int) -> TargetType:
-    """The target of some examples: per-example targets (a list, a tensor of several) sliced,
-    after checking they have one entry per example of the whole batch."""
-    if examples is None or target is None:
-        return target
-    if isinstance(target, list) or (isinstance(target, Tensor) and target.numel() > 1):
-        if len(target) != batch:
-            raise ValueError(f"a target {type(target).__name__} needs one entry per example ({batch}); got {len(target)}.")
-        return target[examples]
-    return target
-
-
-def _masks_part(masks: Tuple[Tensor, ...], shapes: List[torch.Size], examples: Optional[slice]) -> Tuple[Tensor, ...]:
-    """Group masks for some examples: per-example masks ``(g, B, *features)`` sliced,
-    masks shared by the batch ``(g, *features)`` as they are."""
-    if examples is None:
-        return masks
-    return tuple(m[:, examples] if m.ndim == len(shape) + 1 else m for m, shape in zip(masks, shapes))
-
-
-def _positive_int(value: Optional[int], name: str) -> Optional[int]:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive integer or None; got {value!r}.")
-    return value
-
-
-def _largest(deviation: Tensor) -> Tensor:
-    """Per example, the signed value of largest magnitude over the groups: (G, B) -> (B,)."""
-    return deviation.gather(0, deviation.abs().argmax(0, keepdim=True))[0]
-
-
-def _check_model(forward_func: Callable, training: str = "error") -> None:
+def check_model(forward_func: Callable, training: str = "error") -> None:
     """Refuses models CD cannot follow, and training-mode batch norms before they run (a
     refused call must not have advanced their statistics)."""
     if type(forward_func).__name__ == "OptimizedModule" or hasattr(forward_func, "_torchdynamo_orig_callable"):
@@ -583,7 +519,7 @@ def _check_model(forward_func: Callable, training: str = "error") -> None:
             )
 
 
-def _check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[nn.Module]) -> None:
+def check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[nn.Module]) -> None:
     if not isinstance(inputs, tuple) or not inputs:
         raise TypeError(f"inputs must be a tensor or a non-empty tuple of tensors; got {type(inputs).__name__}.")
     for i, x in enumerate(inputs):
@@ -618,126 +554,6 @@ def _check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[
             )
 
 
-def _check_masks(masks: Tuple[Tensor, ...], targets: Tuple[Tensor, ...], what: str) -> Tuple[Tensor, ...]:
-    """Validates masks against what they decompose and shapes them ``(G, B or 1, *features)``."""
-    if len(masks) != len(targets):
-        raise ValueError(f"got {len(masks)} masks for {len(targets)} {what}; give one mask per input.")
-    for i, m in enumerate(masks):
-        if not isinstance(m, Tensor):
-            raise TypeError(f"mask {i} is a {type(m).__name__}; masks must be tensors.")
-    groups = {m.shape[0] if m.ndim else None for m in masks}
-    if len(groups) != 1 or None in groups:
-        raise ValueError(f"every mask needs the same number of groups G in dimension 0; got shapes {[tuple(m.shape) for m in masks]}.")
-    shaped = []
-    for i, (m, x) in enumerate(zip(masks, targets)):
-        if not isinstance(m, Tensor):
-            raise TypeError(f"mask {i} is a {type(m).__name__}; masks must be tensors.")
-        if m.device != x.device:
-            raise ValueError(f"mask {i} is on {m.device} but its input is on {x.device}; put them on one device.")
-        if m.ndim < x.ndim:  # trailing feature dimensions left out broadcast: (G, T) over (B, T, E)
-            m = m.reshape(*m.shape, *([1] * (x.ndim - m.ndim)))
-        if m.ndim == x.ndim:  # (G, *features): shared by the batch
-            m = m.unsqueeze(1)
-        features_ok = m.ndim == x.ndim + 1 and all(a in (1, b) for a, b in zip(m.shape[1:], x.shape))
-        if not features_ok:
-            raise ValueError(
-                f"mask {i} has shape {tuple(masks[i].shape)}, which does not fit {what} of shape "
-                f"{tuple(x.shape)}: expected (G, *{tuple(x.shape[1:])}) for groups shared by the "
-                f"batch or (G, {x.shape[0]}, *{tuple(x.shape[1:])}) per example (dimensions of "
-                "size 1 broadcast)."
-            )
-        m = m.to(x.dtype)
-        if not torch.isfinite(m).all():
-            raise ValueError(f"mask {i} contains NaN or infinite values.")
-        if ((m < 0) | (m > 1)).any():
-            raise ValueError(
-                f"mask {i} has values outside [0, 1] (from {m.min().item():g} to {m.max().item():g}); "
-                "1 marks a feature of the group, 0 one outside it, a value in between scales its share."
-            )
-        shaped.append(m)
-    return tuple(shaped)
-
-
-def _tensors(value: Any, name: str) -> Tuple[Tensor, ...]:
-    """A tensor or a tuple of tensors as a tuple; anything else is an error naming ``name``."""
-    if isinstance(value, Tensor):
-        return (value,)
-    if isinstance(value, tuple) and value:
-        for i, v in enumerate(value):
-            if not isinstance(v, Tensor):
-                raise TypeError(f"{name}[{i}] is a {type(v).__name__}; {name} must be tensors.")
-        return value
-    raise TypeError(f"{name} must be a tensor or a non-empty tuple of tensors; got {type(value).__name__}.")
-
-
-def _note_empty_groups(masks: Tuple[Tensor, ...]) -> None:
-    """Remembers which groups have an empty mask (all zeros, in every input)."""
-    context = current_context()
-    if context.collects:
-        context.empty_groups = torch.stack([m.reshape(m.shape[0], -1).eq(0).all(1) for m in masks]).all(0)
-
-
-def _without_empty_groups(out: Decomposition, context: DecompositionContext) -> Decomposition:
-    """A group with an empty mask scores exactly 0: CD's bias split would give it half of
-    every bias where the whole input is zero (0/0), as much as the full group gets."""
-    empty = context.empty_groups
-    if empty is None or out.groups != empty.shape[0]:
-        return out
-    rel = out.rel
-    return Decomposition(out.full, rel.masked_fill(empty.view(-1, *([1] * (rel.ndim - 1))), 0))
-
-
-def _broadcast_ids(m: Tensor, shape: torch.Size, i: int, batch: int) -> Tensor:
-    """A feature mask with as many dimensions as the input. As in torch and Captum, missing
-    dimensions are leading ones (``(8, 8)`` over ``(B, 1, 8, 8)``); where that does not fit,
-    a mask that starts with the batch dimension gets trailing ones instead (token ids
-    ``(1, T)`` over an embedding ``(B, T, E)``)."""
-    if not isinstance(m, Tensor):
-        raise TypeError(f"feature_mask {i} is a {type(m).__name__}; feature masks are tensors of integer group ids.")
-    if m.is_floating_point() or m.is_complex() or m.dtype == torch.bool:
-        raise TypeError(f"feature_mask {i} must hold integer group ids, not {m.dtype}.")
-    fits = lambda t: all(a in (1, b) for a, b in zip(t.shape, shape))  # noqa: E731
-    if m.ndim <= len(shape):
-        for candidate in (m.reshape(*([1] * (len(shape) - m.ndim)), *m.shape), m.reshape(*m.shape, *([1] * (len(shape) - m.ndim)))):
-            if fits(candidate):
-                return candidate
-    raise ValueError(
-        f"feature_mask {i} has shape {tuple(m.shape)}, which does not broadcast to the input's shape "
-        f"{tuple(shape)}: aligned from the last dimension (or, for a mask that starts with the batch "
-        f"dimension, from the first), each dimension equal or 1, the first 1 or {batch}."
-    )
-
-
-def _check_pairs(masks_a: Tuple[Tensor, ...], masks_b: Tuple[Tensor, ...]) -> int:
-    """The number of pairs P: masks_a and masks_b need P rows each, one mask per input."""
-    masks_a, masks_b = _tensors(masks_a, "masks_a"), _tensors(masks_b, "masks_b")
-    if len(masks_a) != len(masks_b):
-        raise ValueError(f"masks_a has {len(masks_a)} masks and masks_b {len(masks_b)}; give one per input in both.")
-    rows = {m.shape[0] if m.ndim else None for m in masks_a + masks_b}
-    if len(rows) != 1 or None in rows:
-        raise ValueError(
-            f"masks_a and masks_b need the same number of rows P (one per pair) in dimension 0; got "
-            f"shapes {[tuple(m.shape) for m in masks_a]} and {[tuple(m.shape) for m in masks_b]}."
-        )
-    return rows.pop()
-
-
-def _relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "inputs") -> Tuple[Tensor, ...]:
-    """The relevant part of each decomposed tensor: ``mask * x``, or given directly."""
-    if relevant is None:
-        masks = _check_masks(_tensors(masks, "masks"), targets, what)
-        parts = tuple(m * x for m, x in zip(masks, targets))
-        _note_empty_groups(masks)
-    else:
-        parts = _tensors(relevant, "relevant")
-        if len(parts) != len(targets):
-            raise ValueError(f"got {len(parts)} relevant parts for {len(targets)} {what}; give one per input.")
-        for i, (r, x) in enumerate(zip(parts, targets)):
-            if r.ndim != x.ndim + 1 or r.shape[1:] != x.shape:
-                raise ValueError(f"relevant part {i} has shape {tuple(r.shape)}; expected (G, *{tuple(x.shape)}).")
-    return parts
-
-
 @contextlib.contextmanager
 def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False) -> Iterator[List[int]]:
     """Starts the decomposition at ``layer`` while the current call runs. Entered inside
@@ -755,7 +571,7 @@ def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False
                 f"layer {type(module).__name__}'s first input is not a floating-point tensor; the "
                 "decomposition can start only at one floating-point tensor."
             )
-        (rel,) = _relevant_parts((args[0],), masks, relevant, "the layer's input")
+        (rel,) = relevant_parts((args[0],), masks, relevant, "the layer's input")
         return (Decomposition(args[0], rel), *args[1:])
 
     def start_here(module, args, output):
@@ -767,7 +583,7 @@ def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False
                 f"layer {type(module).__name__} returns {type(output).__name__}; the "
                 "decomposition can start only at a module that returns one floating-point tensor."
             )
-        (rel,) = _relevant_parts((output,), masks, relevant, "the layer's output")
+        (rel,) = relevant_parts((output,), masks, relevant, "the layer's output")
         return Decomposition(output, rel)
 
     handle = layer.register_forward_pre_hook(start_at_input) if at_input else layer.register_forward_hook(start_here)
@@ -777,199 +593,3 @@ def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False
         handle.remove()
 
 
-def _output_decomposition(out: Any, context: DecompositionContext) -> Decomposition:
-    if isinstance(out, Decomposition):
-        return out
-    if isinstance(out, Tensor) and id(out) in context.softmax_outputs:
-        logits, _, frame = context.softmax_outputs[id(out)]
-        if context.stop_at_softmax:
-            return logits
-        raise DecompositionError(
-            "the model's output is a softmax of its logits (called in "
-            f"{call_site(context.model, frame)}). CD is defined on logits: return the "
-            "logits, or pass stop_at_softmax=True to decompose the logits the softmax receives."
-        )
-    if not isinstance(out, Tensor):
-        raise DecompositionError(
-            f"the model returned a {type(out).__name__}; CD needs one output tensor. Wrap the "
-            "model so it returns the tensor to explain (e.g. lambda x: model(x)[0])."
-        )
-    cut = "" if not context.softmax_outputs else (
-        " A softmax of decomposed values was used as a constant on the way (attention "
-        "weights are); if it was the prediction, return the logits instead."
-    )
-    raise DecompositionError(
-        "the model's output does not depend on the decomposed input: every path from it "
-        "went through functions whose results are constants (comparisons, argmax, ...)." + cut
-    )
-
-
-def target_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
-    """Selects the target from ``rel`` of shape ``(G, B, *out)``: one score per group and
-    example, shape ``(G, B)``, with any of Captum's target forms."""
-    if full.ndim == 0:
-        raise ValueError("the model's output is a scalar (shape ()); CD scores need a batch-first output (B, ...).")
-    groups, batch = rel.shape[:2]
-    target = _check_target(target, full)
-    if target is None:
-        selected = rel
-    else:
-        selected = _select_targets(rel.flatten(0, 1), _expand_target(target, groups, ExpansionTypes.repeat))
-        selected = selected.view(groups, batch, *selected.shape[1:])
-    if selected.shape[2:].numel() != 1:
-        raise ValueError(
-            f"the selected output has shape {tuple(selected.shape[2:])} per example; choose one "
-            "number per example with target (an int or a tuple of output indices)."
-        )
-    return selected.reshape(groups, batch)
-
-
-def _check_target(target: TargetType, full: Tensor) -> TargetType:
-    """Validates ``target`` against the output; returns it with negative indices counted
-    from the end (as an int target is) in every form."""
-    if target is None:
-        return None
-    if full.ndim < 2:
-        raise ValueError(f"a target selects an output column, but the output has shape {tuple(full.shape)}.")
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(f"a target tensor must hold integer output indices; got {target.dtype}.")
-        if target.numel() > 1 and (target.ndim != 1 or target.numel() != full.shape[0]):
-            raise ValueError(f"a target tensor needs one entry per example ({full.shape[0]}); got shape {tuple(target.shape)}.")
-        values = target.flatten().tolist()
-    elif isinstance(target, list):
-        if len(target) != full.shape[0]:
-            raise ValueError(f"a target list needs one entry per example ({full.shape[0]}); got {len(target)}.")
-        values = target
-    else:
-        values = [target]
-    for value in values:
-        index = value if isinstance(value, tuple) else (value,)
-        if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index):
-            raise TypeError(f"target {value!r} is not an output index; targets are ints or tuples of ints.")
-        if len(index) > full.ndim - 1:
-            raise ValueError(f"target {value} has more indices than the output's dimensions {tuple(full.shape[1:])}.")
-        for i, size in zip(index, full.shape[1:]):
-            if not -size <= i < size:
-                raise ValueError(f"target {value} is out of range for a model output of shape {tuple(full.shape)}.")
-    if isinstance(target, Tensor) and min(values, default=0) < 0:
-        return torch.where(target < 0, target + full.shape[1], target)
-    if isinstance(target, list):
-        wrap = lambda v: tuple(int(i) % n for i, n in zip(v, full.shape[1:])) if isinstance(v, tuple) else int(v) % full.shape[1]  # noqa: E731
-        return [wrap(v) for v in target]
-    return target
-
-
-# The two group builders below return (number of groups, build(start, stop) -> the masks
-# of groups [start, stop), assign(scores (G, B)) -> attributions shaped like the inputs):
-# masks are built a chunk at a time so memory stays bounded.
-
-
-def _one_hot_groups(shapes: List[torch.Size], batch: int, device: torch.device):
-    """Every scalar feature its own group, numbered across the inputs in order."""
-    sizes = [int(torch.Size(s[1:]).numel()) for s in shapes]
-    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-
-    def build(start: int, stop: int) -> Tuple[Tensor, ...]:
-        masks = []
-        for shape, size, offset in zip(shapes, sizes, offsets):
-            rows = torch.arange(start, stop, device=device) - offset
-            m = torch.zeros(stop - start, size, device=device)
-            inside = (rows >= 0) & (rows < size)
-            m[inside.nonzero().squeeze(1), rows[inside]] = 1.0
-            masks.append(m.view(stop - start, *shape[1:]))
-        return tuple(masks)
-
-    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, B) -> per input (B, *features)
-        per_input = scores.t().split(sizes, dim=1)
-        return tuple(s.reshape(batch, *shape[1:]) for s, shape in zip(per_input, shapes))
-
-    return sum(sizes), build, assign
-
-
-def _groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: int):
-    """Groups from Captum-style feature masks of integer ids, shared across the inputs."""
-    if len(ids) != len(shapes):
-        raise ValueError(f"got {len(ids)} feature masks for {len(shapes)} inputs.")
-    ids = tuple(_broadcast_ids(m, shape, i, batch) for i, (m, shape) in enumerate(zip(ids, shapes)))
-    values = torch.unique(torch.cat([m.flatten() for m in ids]))
-    index = [torch.searchsorted(values, m) for m in ids]  # group number of every feature
-
-    def build(start: int, stop: int) -> Tuple[Tensor, ...]:
-        groups = torch.arange(start, stop, device=values.device)
-        masks = []
-        for idx in index:
-            one_hot = idx.unsqueeze(0) == groups.view(-1, *([1] * idx.ndim))  # (g, 1 or B, ...)
-            masks.append(one_hot.squeeze(1) if idx.shape[0] == 1 else one_hot)
-        return tuple(masks)
-
-    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, B) -> per input (B, *features)
-        out = []
-        for idx, shape in zip(index, shapes):
-            full_idx = idx.to(scores.device).expand(batch, *shape[1:]).reshape(batch, -1)
-            out.append(scores.t().gather(1, full_idx).view(shape))
-        return tuple(out)
-
-    return len(values), build, assign
-
-
-def _resolve_module_rules(model: nn.Module, module_rules: Dict[ModuleKey, Any]):
-    named = dict(model.named_modules())
-    for key, rule in module_rules.items():
-        if isinstance(key, str):
-            if key not in named:
-                raise ValueError(f"module_rules: the model has no module named '{key}'.")
-            yield named[key], rule
-        elif isinstance(key, type):
-            matches = [m for m in model.modules() if isinstance(m, key)]
-            if not matches:
-                raise ValueError(f"module_rules: the model has no module of type {key.__name__}.")
-            for m in matches:
-                yield m, rule
-        elif isinstance(key, nn.Module):
-            if not any(m is key for m in model.modules()):
-                raise ValueError(f"module_rules: {type(key).__name__} is not a module of the model.")
-            yield key, rule
-        else:
-            raise TypeError(f"module_rules keys are modules, module classes or names; got {key!r}.")
-
-
-def _scope_rules(module: nn.Module, rules: Dict[Callable, Callable], context: DecompositionContext) -> List[Callable[[], None]]:
-    """Function rules that hold while ``module`` runs in this call (not in other threads)."""
-
-    def enter(m, args):
-        if current_context() is context:
-            context.scoped_rules.append(rules)
-
-    def leave(m, args, output):
-        if current_context() is context:
-            context.scoped_rules.pop()
-
-    return [module.register_forward_pre_hook(enter).remove, module.register_forward_hook(leave).remove]
-
-
-def _replace_forward(module: nn.Module, rule: Callable, context: DecompositionContext) -> List[Callable[[], None]]:
-    """``rule`` answers ``module`` for decomposed inputs in this call. ``module.forward`` is
-    never patched (other threads see the module as it is): a pre-hook computes the rule's
-    output and hands the module's own forward the ordinary activations, and a forward hook
-    returns the rule's output in place of the ordinary one."""
-    answers: List[Any] = []  # a stack: the module may run inside itself
-
-    def before(m, args, kwargs):
-        if current_context() is not context:
-            return None
-        if not any(isinstance(v, Decomposition) for v in leaves((args, kwargs))):
-            answers.append(None)
-            return None
-        answers.append(rule(m, *args, **kwargs))
-        return fulls(args), fulls(kwargs)
-
-    def after(m, args, kwargs, output):
-        if current_context() is not context:
-            return None
-        return answers.pop()
-
-    return [
-        module.register_forward_pre_hook(before, with_kwargs=True).remove,
-        module.register_forward_hook(after, with_kwargs=True, prepend=True).remove,
-    ]

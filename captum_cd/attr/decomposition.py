@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from captum_cd.attr.errors import DecompositionError
+from captum_cd.attr.errors import call_site, DecompositionError
 
 # An elementwise step: fn(rel, *context) where every context tensor broadcasts against
 # the full activation (it is B-sized or a parameter, never G-sized).
@@ -236,6 +236,34 @@ class DecompositionContext:
     def remember_softmax(self, logits: Decomposition, out: Tensor, frame: Any) -> None:
         if self.collects:
             self.softmax_outputs[id(out)] = (logits, out, frame)
+
+    def model_output(self, out: Any) -> Decomposition:
+        """The decomposition of the model's output ``out``; a softmax of decomposed logits
+        is diagnosed here (its logits with ``stop_at_softmax``, else an error saying so)."""
+        if isinstance(out, Decomposition):
+            return out
+        if isinstance(out, Tensor) and id(out) in self.softmax_outputs:
+            logits, _, frame = self.softmax_outputs[id(out)]
+            if self.stop_at_softmax:
+                return logits
+            raise DecompositionError(
+                "the model's output is a softmax of its logits (called in "
+                f"{call_site(self.model, frame)}). CD is defined on logits: return the "
+                "logits, or pass stop_at_softmax=True to decompose the logits the softmax receives."
+            )
+        if not isinstance(out, Tensor):
+            raise DecompositionError(
+                f"the model returned a {type(out).__name__}; CD needs one output tensor. Wrap the "
+                "model so it returns the tensor to explain (e.g. lambda x: model(x)[0])."
+            )
+        cut = "" if not self.softmax_outputs else (
+            " A softmax of decomposed values was used as a constant on the way (attention "
+            "weights are); if it was the prediction, return the logits instead."
+        )
+        raise DecompositionError(
+            "the model's output does not depend on the decomposed input: every path from it "
+            "went through functions whose results are constants (comparisons, argmax, ...)." + cut
+        )
 
 
 # Ops on a Decomposition outside a call (a returned output used further) see this one:

@@ -7,7 +7,7 @@ from captum.log import log_usage
 from torch import nn, Tensor
 
 from captum_cd.attr._captum_compat import TargetType, TensorOrTupleOfTensorsGeneric
-from captum_cd.attr.contextual_decomposition import _check_no_baselines, ContextualDecomposition
+from captum_cd.attr.contextual_decomposition import check_no_baselines, ContextualDecomposition
 
 LayerMask = Union[None, Tensor, Sequence[Optional[Tensor]]]
 
@@ -122,7 +122,7 @@ class LayerContextualDecomposition(LayerAttribution):
             >>> channels = torch.arange(16).view(1, 16, 1, 1)       # one group a channel
             >>> attr = lcd.attribute(images, target=labels, layer_mask=channels)
         """
-        _check_no_baselines(layer_baselines, type(self).__name__)
+        check_no_baselines(layer_baselines, type(self).__name__)
         layers = self.layer if isinstance(self.layer, (list, tuple)) else [self.layer]
         masks = _masks_per_layer(layer_mask, len(layers), isinstance(self.layer, (list, tuple)))
         results = []

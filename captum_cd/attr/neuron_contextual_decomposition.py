@@ -7,7 +7,7 @@ from captum.log import log_usage
 from torch import nn, Tensor
 
 from captum_cd.attr._captum_compat import _verify_select_neuron, TensorOrTupleOfTensorsGeneric
-from captum_cd.attr.contextual_decomposition import _check_no_baselines, ContextualDecomposition
+from captum_cd.attr.contextual_decomposition import check_no_baselines, ContextualDecomposition
 
 NeuronSelector = Union[int, Tuple[Union[int, slice], ...], Callable[[Tensor], Tensor]]
 
@@ -121,7 +121,7 @@ class NeuronContextualDecomposition(NeuronAttribution):
             >>> attr = ncd.attribute(images, (3, 4, 4))                       # one unit
             >>> attr = ncd.attribute(images, (3, slice(None), slice(None)))   # channel 3
         """
-        _check_no_baselines(baselines, type(self).__name__)
+        check_no_baselines(baselines, type(self).__name__)
         unit = _UnitOutput(self.forward_func, self.layer, neuron_selector, attribute_to_neuron_input)
         cd = ContextualDecomposition(unit, layer=self.start_layer, **self._cd_options)
         return cd.attribute(

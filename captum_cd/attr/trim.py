@@ -11,12 +11,8 @@ from torch import nn, Tensor
 from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import _format_additional_forward_args, TargetType
-from captum_cd.attr.contextual_decomposition import (
-    _check_no_baselines,
-    _largest,
-    ContextualDecomposition,
-    target_scores,
-)
+from captum_cd.attr.contextual_decomposition import check_no_baselines, ContextualDecomposition
+from captum_cd.attr.groups import groups_from_ids, largest_over_groups, rows_per_pass, target_scores
 from captum_cd.attr.transforms.base import Transform
 
 
@@ -153,7 +149,7 @@ class TRIM(Attribution):
             _check_mask(feature_mask, coefficients)
         user_args = _format_additional_forward_args(additional_forward_args) or ()
         if isinstance(self.method, ContextualDecomposition):
-            _check_no_baselines(baselines, "TRIM with ContextualDecomposition")
+            check_no_baselines(baselines, "TRIM with ContextualDecomposition")
             result = self._cd(inputs, coefficients, target, feature_mask, user_args, method_kwargs, show_progress)
         else:
             result = self._captum(inputs, coefficients, target, feature_mask, baselines, user_args, method_kwargs, show_progress)
@@ -194,28 +190,28 @@ class TRIM(Attribution):
             shape = coefficients.shape[1:-1] if complex_pair else coefficients.shape[1:]
             ids = torch.arange(shape.numel(), device=inputs.device).view(1, *shape)
             feature_mask = ids.unsqueeze(-1).expand(1, *shape, 2) if complex_pair else ids
-        values, index = torch.unique(feature_mask.to(inputs.device), return_inverse=True)
         batch = inputs.shape[0]
-        per_pass = method_kwargs.get("perturbations_per_eval") or max(1, 1024 // batch)
+        n_groups, group_masks, assign = groups_from_ids((feature_mask.to(inputs.device),), [coefficients.shape], batch)
+        per_pass = rows_per_pass(method_kwargs.get("perturbations_per_eval"), batch)
         with_delta = bool(method_kwargs.get("return_convergence_delta"))
         cd = self.method
         scores, deltas = [], []
-        starts = range(0, len(values), per_pass)
+        starts = range(0, n_groups, per_pass)
         with torch.no_grad(), tqdm(total=len(starts), desc=f"{self.get_name()} attribution", disable=not show_progress) as bar:
             reference = cd._reference_output((inputs,), user_args) if with_delta and not cd.stop_at_softmax else None
             for start in starts:
-                groups = torch.arange(start, min(start + per_pass, len(values)), device=inputs.device)
-                masks = (index.unsqueeze(0) == groups.view(-1, *([1] * index.ndim))).to(coefficients.dtype)
-                selected = masks * coefficients.unsqueeze(0)  # (g, B, *coefficient shape)
-                relevant = self.transform.inverse(selected.flatten(0, 1)).unflatten(0, (len(groups), batch))
+                (masks,) = group_masks(start, min(start + per_pass, n_groups))
+                if masks.ndim == coefficients.ndim:  # shared by the batch: (g, *coefficient shape)
+                    masks = masks.unsqueeze(1)
+                selected = masks.to(coefficients.dtype) * coefficients.unsqueeze(0)  # (g, B, *coefficient shape)
+                relevant = self.transform.inverse(selected.flatten(0, 1)).unflatten(0, (selected.shape[0], batch))
                 out = cd.forward_decomposition(inputs, additional_forward_args=user_args, relevant=relevant)
                 scores.append(target_scores(out.rel, out.full, target))
                 if with_delta:
                     deltas.append(cd._deviation(out.rel, out.full - out.rel, out.full, reference, target))
                 bar.update()
-        scores = torch.cat(scores).t()  # (B, G)
-        attr = scores.gather(1, index.expand(batch, *index.shape[1:]).reshape(batch, -1)).view(batch, *index.shape[1:])
-        return (attr, _largest(torch.cat(deltas))) if with_delta else attr
+        (attr,) = assign(torch.cat(scores))
+        return (attr, largest_over_groups(torch.cat(deltas))) if with_delta else attr
 
 
 def _on_model(method: Attribution, model: nn.Module) -> Attribution:

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
-from captum_cd.attr.contextual_decomposition import _check_inputs, _check_masks, _check_model, ContextualDecomposition
+from captum_cd.attr.contextual_decomposition import check_inputs, check_model, ContextualDecomposition
+from captum_cd.attr.groups import check_masks, select_rows
 
 FORMS = ("image", "per_example", "text", "target")
 
@@ -140,7 +141,7 @@ class CDEPRegularizer(nn.Module):
             keep = torch.randperm(batch, device=inputs.device)[: self.subsample]
             inputs, target = inputs[keep], (target[keep] if target is not None else None)
             masks = masks[:, keep] if per_example else masks
-            additional_forward_args = _select(additional_forward_args, keep, batch)
+            additional_forward_args = select_rows(additional_forward_args, keep, batch)
         decomposition = self.cd.forward_decomposition(inputs, masks, additional_forward_args, training="batch")
         if output is None and need_output:
             output = decomposition.full
@@ -166,11 +167,11 @@ class CDEPRegularizer(nn.Module):
                 raise ValueError(f"target holds a negative label ({int(target.min())}); labels are class indices >= 0.")
         if self.form == "text" and target is None:
             raise ValueError("the text form penalises the label class: pass target=labels.")
-        _check_model(self.model, "batch")
-        _check_inputs((inputs,), self.cd.layer is None, self.model)
+        check_model(self.model, "batch")
+        check_inputs((inputs,), self.cd.layer is None, self.model)
         grouped, per_example = self._group_masks(masks, inputs)
         if self.cd.layer is None:
-            _check_masks((grouped,), (inputs,), "inputs")
+            check_masks((grouped,), (inputs,), "inputs")
         elif not torch.isfinite(grouped).all() or ((grouped < 0) | (grouped > 1)).any():
             raise ValueError("masks must hold values in [0, 1] (1 marks the region).")
         if self.target_values is not None and self.target_values.numel() != grouped.shape[0]:
@@ -232,10 +233,3 @@ def _masked_mean(values: Tensor, present: Tensor) -> Tensor:
     """Mean over the examples that have the region (0 where none has it)."""
     present = present.to(values.dtype)
     return (values * present).sum(1) / present.sum(1).clamp(min=1)
-
-
-def _select(args, keep: Tensor, batch: int):
-    if args is None:
-        return None
-    args = args if isinstance(args, tuple) else (args,)
-    return tuple(a[keep] if isinstance(a, Tensor) and a.ndim and a.shape[0] == batch else a for a in args)
