@@ -342,16 +342,26 @@ class _Scorer:
             raise ValueError(f"score='difference' needs a binary model (output (B, 2)); got output of shape {tuple(out.shape)}.")
         self.target, self.difference = int(target), score == "difference"
         self.cache: Dict[bytes, float] = {}
+        # Base units partition the features (every feature in exactly one unit): a set's
+        # mask is then its membership read at each feature's unit, with no product.
+        flat = units.masks.reshape(units.count, -1)
+        partition = bool(((flat == 0) | (flat == 1)).all() and (flat.sum(0) == 1).all())
+        self.owner = flat.argmax(0) if partition else None
 
     def __call__(self, sets: Sequence[np.ndarray]) -> np.ndarray:
         keys = [np.sort(s).tobytes() for s in sets]
         todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
         for start in range(0, len(todo), self.per_pass):
             chunk = todo[start : start + self.per_pass]
-            membership = torch.zeros(len(chunk), self.units.count)
-            for i, key in enumerate(chunk):
-                membership[i, torch.from_numpy(np.frombuffer(key, dtype=np.int64).copy())] = 1.0
-            masks = torch.tensordot(membership, self.units.masks, dims=1).to(self.example.device)
+            membership = np.zeros((len(chunk), self.units.count), np.float32)
+            rows = np.concatenate([np.full(len(key) // 8, i) for i, key in enumerate(chunk)])
+            membership[rows, np.frombuffer(b"".join(chunk), dtype=np.int64)] = 1.0
+            membership = torch.from_numpy(membership)
+            if self.owner is not None:
+                masks = membership.index_select(1, self.owner).view(len(chunk), *self.units.masks.shape[1:])
+            else:
+                masks = torch.tensordot(membership, self.units.masks, dims=1)
+            masks = masks.to(self.example.device)
             if self.cd.layer is None:
                 masks = masks.to(self.example.dtype)
             with torch.no_grad():
