@@ -27,14 +27,14 @@ import pywt
 import torch
 from torch import nn
 
-from captum_cd.penalties import (
+from captum_cd.wavelets import (
     AdaptiveWavelet,
     AWDLoss,
     fit_wavelet,
     validity_terms,
     wavelet_distance,
-    WaveletDistilled,
     WaveletDistilledClassifier,
+    WaveletDistilledRegressor,
 )
 
 try:
@@ -86,31 +86,31 @@ def simulation(quick: bool) -> None:
     teacher = mlp_teacher(x_train, torch.tensor(y_train), teacher_epochs)
     with torch.no_grad():
         teacher_r2 = r2(teacher(x_test).squeeze(1).numpy(), y_test)
-    db5_r2 = WaveletDistilled("db5", levels=LEVELS, m=6).fit(x[:split], y_train).score(x[split:], y_test)
+    db5_r2 = WaveletDistilledRegressor("db5", levels=LEVELS, m=6).fit(x[:split], y_train).score(x[split:], y_test)
 
     rows = []
     starts = [("db5 + noise 0.3", "db5", 0.3, lam, epochs) for lam in lams] + [("sym5", "sym5", 0.0, 0.1, epochs)]
     if not quick:  # does it settle? the same starts trained longer
         starts += [("db5 + noise 0.3", "db5", 0.3, lam, 100) for lam in (0.01, 0.1)]
     for name, wave, noise, lam, epochs in starts:
-        progress(f"simulation: fitting from {name}, lamInterp {lam}, {epochs} epochs")
+        progress(f"simulation: fitting from {name}, lam_interp {lam}, {epochs} epochs")
         wavelet = AdaptiveWavelet(wave, levels=LEVELS, init_noise=noise, generator=torch.Generator().manual_seed(1))
         before = wavelet_distance(wavelet, "db5")
         start = time.perf_counter()
         wavelet, history = fit_wavelet(
-            teacher, x_train, wavelet, lamL1=0.1, lamInterp=lam, lr=1e-2, epochs=epochs, progress=False,
+            teacher, x_train, wavelet, lam_l1=0.1, lam_interp=lam, lr=1e-2, epochs=epochs, progress=False,
             generator=torch.Generator().manual_seed(2),
         )
         seconds = time.perf_counter() - start
         validity = sum(float(v) for v in validity_terms(wavelet.lowpass().detach()).values())
-        distilled = WaveletDistilled(wavelet.to_pywt(), levels=LEVELS, m=6).fit(x[:split], y_train)
+        distilled = WaveletDistilledRegressor(wavelet.to_pywt(), levels=LEVELS, m=6).fit(x[:split], y_train)
         rows.append(
             (name, lam, epochs, f"{before:.2f}", f"{wavelet_distance(wavelet, 'db5'):.2f}", f"{history['reconstruction'][-1]:.4f}",
              f"{validity:.1e}", f"{distilled.score(x[split:], y_test):.3f}", f"{seconds:.1f}")
         )
     print_table(
-        f"AWD simulation (n = {n}, lamL1 = 0.1, lr = 0.01; distance to db5 before -> after)",
-        rows, ["start", "lamInterp", "epochs", "distance before", "after", "reconstruction", "validity", "distilled R^2", "fit s"],
+        f"AWD simulation (n = {n}, lam_l1 = 0.1, lr = 0.01; distance to db5 before -> after)",
+        rows, ["start", "lam_interp", "epochs", "distance before", "after", "reconstruction", "validity", "distilled R^2", "fit s"],
     )
     print(f"fixed db5 distilled R^2 {db5_r2:.3f}; MLP teacher R^2 {teacher_r2:.3f}")
     print("published (cell biology, R^2): " + ", ".join(f"{k} {v}" for k, v in PUBLISHED_R2.items()))
@@ -124,7 +124,7 @@ def epoch_cost(quick: bool) -> None:
     cases = {}
     for method in ("saliency", "input_x_gradient", "cd"):
         wavelet = AdaptiveWavelet("db5", levels=LEVELS, init_noise=0.3)
-        loss_fn = AWDLoss(teacher, wavelet, lamL1=0.1, lamInterp=0.1, method=method)
+        loss_fn = AWDLoss(teacher, wavelet, lam_l1=0.1, lam_interp=0.1, method=method)
         cases[f"captum-cd, {method}"] = _epoch(loss_fn, wavelet.parameters(), x)
     reference = _reference_epoch(teacher, x)
     if reference is not None:
@@ -196,7 +196,7 @@ def mnist1d(quick: bool) -> None:
         teacher_accuracy = float((teacher(x_test_t).argmax(1).numpy() == y_test).mean())
     db5 = WaveletDistilledClassifier("db5", levels=LEVELS, mode="zero", m=6).fit(x, y)
     awd = WaveletDistilledClassifier(
-        "db5", levels=LEVELS, mode="zero", m=6, teacher=teacher, lamL1=0.1, lamInterp=0.1, init_noise=0.0, lr=1e-2,
+        "db5", levels=LEVELS, mode="zero", m=6, teacher=teacher, lam_l1=0.1, lam_interp=0.1, init_noise=0.0, lr=1e-2,
         epochs=2 if quick else 20, random_state=0,
     ).fit(x, y)
 

@@ -7,11 +7,13 @@ r"""captum-cd: contextual decomposition and its family as Captum attribution met
 - :class:`AgglomerativeCD`: a hierarchy of feature groups with a CD score at every node.
 - :class:`TRIM`: attributions in a transformed space (:mod:`captum_cd.transforms`).
 - :class:`CDEPRegularizer`: penalise explanations while training
-  (:mod:`captum_cd.penalties`, with the gradient penalties and wavelet distillation).
+  (:mod:`captum_cd.penalties`, with the gradient penalties it is compared with).
+- :mod:`captum_cd.wavelets`: adaptive wavelet distillation: a learnable wavelet, its loss
+  and trainer, and the distilled scikit-learn estimators.
 - :func:`register_rule` and :mod:`captum_cd.rules`: how each torch function decomposes.
 """
 
-from captum_cd import transforms
+from captum_cd import transforms, wavelets
 from captum_cd.attr import (
     AgglomerativeCD,
     Component,
@@ -54,4 +56,5 @@ __all__ = [
     "token_scores",
     "transforms",
     "visualization_record",
+    "wavelets",
 ]

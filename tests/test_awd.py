@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from captum_cd.attr.transforms.dwt import MODES
-from captum_cd.penalties.awd import (
+from captum_cd.wavelets import (
     AdaptiveWavelet,
     AdaptiveWavelet2d,
     AWDLoss,
@@ -27,7 +27,7 @@ from captum_cd.penalties.awd import (
     top_coefficients,
     validity_terms,
     wavelet_distance,
-    WaveletDistilled,
+    WaveletDistilledRegressor,
     WaveletDistilledClassifier,
 )
 from captum_cd.transforms import WaveletTransform
@@ -223,7 +223,7 @@ def test_gradcheck_of_every_term_in_the_filter(method):
     teacher, wavelet = _teacher(), _noisy()
     x = torch.randn(3, 12, dtype=F64, generator=_gen(5))
     for dense in (True, False):
-        loss = AWDLoss(teacher, wavelet, lamL1=0.3, lamInterp=0.7, lamWave=2.0, method=method, dense=dense)
+        loss = AWDLoss(teacher, wavelet, lam_l1=0.3, lam_interp=0.7, lam_wave=2.0, method=method, dense=dense)
         terms = lambda h: _stack(torch.func.functional_call(loss, {"wavelet.h": h}, (x,)))  # noqa: E731
         h = wavelet.h.detach().clone().requires_grad_()
         assert torch.autograd.gradcheck(terms, (h,), atol=1e-6, rtol=1e-4)
@@ -248,7 +248,7 @@ def test_backward_trains_the_wavelet_only(method):
     assert set(terms) == set(TERMS) and all(t.dim() == 0 for t in terms.values())
     validity = ["lowpass_sum", "highpass_sum", "unit_norm", "cmf", "double_shift"]
     expected_total = terms["reconstruction"] + terms["sparsity"] + terms["interpretation"] + sum(terms[k] for k in validity)
-    torch.testing.assert_close(terms["total"], expected_total)  # lamWave = 1
+    torch.testing.assert_close(terms["total"], expected_total)  # lam_wave = 1
     terms["total"].backward()
     assert wavelet.h.grad is not None and wavelet.h.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
@@ -306,7 +306,7 @@ def test_interpretation_of_a_linear_teacher_by_hand(mode, bias):
         cd_expected = u
     expected = {"cd": cd_expected, "saliency": weight_on_atom.abs().expand_as(s_ref), "input_x_gradient": u}
     for method, values in expected.items():
-        loss = AWDLoss(teacher, wavelet, method=method, lamInterp=0.5)
+        loss = AWDLoss(teacher, wavelet, method=method, lam_interp=0.5)
         s = loss.transform(x)
         _close(s, s_ref)
         attr = loss.attributions(x, s)
@@ -321,7 +321,7 @@ def test_reconstruction_and_sparsity_by_hand():
     w = wavelet.to_pywt()
     coeffs = pywt.wavedec(x.numpy(), w, mode="zero", level=1)
     back = pywt.waverec(coeffs, w, mode="zero")[:, :10]
-    terms = AWDLoss(nn.Linear(10, 1).double().eval(), wavelet, lamL1=0.25, lamInterp=0)(x)
+    terms = AWDLoss(nn.Linear(10, 1).double().eval(), wavelet, lam_l1=0.25, lam_interp=0)(x)
     assert float(terms["reconstruction"]) == pytest.approx(((x.numpy() - back) ** 2).sum(1).mean(), rel=1e-8)
     assert float(terms["reconstruction"]) > 1e-8  # the perturbed filter does not reconstruct exactly
     assert float(terms["sparsity"]) == pytest.approx(0.25 * np.abs(np.concatenate(coeffs, -1)).sum(1).mean(), rel=1e-10)
@@ -401,7 +401,7 @@ def test_fit_wavelet_data_loader_dtype_device_and_warnings():
     wavelet, history = fit_wavelet(teacher, loader, AdaptiveWavelet("db4", levels=2, dtype=F64), epochs=2, progress=False)
     assert len(history["total"]) == 2
     # the default wavelet is db5, on the data's device
-    default, _ = fit_wavelet(teacher, x, epochs=1, progress=False, lamInterp=0)
+    default, _ = fit_wavelet(teacher, x, epochs=1, progress=False, lam_interp=0)
     assert default.filter_length == 10 and default.h.device == x.device
     teacher.train()
     with pytest.warns(UserWarning, match="training mode"):
@@ -453,7 +453,7 @@ def _planted(n_samples=200, n=64, seed=0):
 
 def test_distilled_regressor_and_classifier_fit_predict_and_attributes():
     X, y = _planted()
-    model = WaveletDistilled("db5", levels=2, mode="periodization", m=1)
+    model = WaveletDistilledRegressor("db5", levels=2, mode="periodization", m=1)
     assert model.fit(X, y) is model
     assert model.n_features_in_ == 64 and isinstance(model.wavelet_, pywt.Wavelet)
     assert not hasattr(model, "history_")
@@ -473,15 +473,15 @@ def test_distilled_regressor_and_classifier_fit_predict_and_attributes():
 
 def test_grid_search_over_m_and_over_lam_interp_with_a_teacher():
     X, y = _planted(n_samples=90)
-    search = GridSearchCV(WaveletDistilled("db5", levels=2, mode="periodization"), {"m": [1, 2]}, cv=3).fit(X, y)
+    search = GridSearchCV(WaveletDistilledRegressor("db5", levels=2, mode="periodization"), {"m": [1, 2]}, cv=3).fit(X, y)
     assert search.best_params_["m"] in (1, 2) and search.best_score_ > 0.8
     assert len(search.cv_results_["params"]) == 2
     teacher = nn.Linear(64, 1).double().eval()
     with torch.no_grad():
         teacher.weight.copy_(torch.tensor(LinearRegression().fit(X, y).coef_).view(1, 64))
     before = teacher.weight.detach().clone()
-    distilled = WaveletDistilled("db5", levels=2, mode="periodization", m=1, teacher=teacher, epochs=1, batch_size=30, random_state=0)
-    search = GridSearchCV(distilled, {"lamInterp": [0.0, 0.1]}, cv=2).fit(X, y)
+    distilled = WaveletDistilledRegressor("db5", levels=2, mode="periodization", m=1, teacher=teacher, epochs=1, batch_size=30, random_state=0)
+    search = GridSearchCV(distilled, {"lam_interp": [0.0, 0.1]}, cv=2).fit(X, y)
     assert len(search.cv_results_["params"]) == 2
     best = search.best_estimator_
     assert len(best.history_["total"]) == 1 and isinstance(best.wavelet_, pywt.Wavelet)
@@ -516,9 +516,9 @@ class _TwoClasses(nn.Module):
 # array-API checks itself unless SCIPY_ARRAY_API=1 (these estimators take numpy only).
 @parametrize_with_checks(
     [
-        WaveletDistilled(m=2),
+        WaveletDistilledRegressor(m=2),
         WaveletDistilledClassifier(m=2),
-        WaveletDistilled(wavelet="haar", m=2, teacher=_TanhSum().eval(), epochs=1),
+        WaveletDistilledRegressor(wavelet="haar", m=2, teacher=_TanhSum().eval(), epochs=1),
         WaveletDistilledClassifier(wavelet="haar", m=2, teacher=_TwoClasses().eval(), epochs=1),
     ]
 )
@@ -570,9 +570,9 @@ def test_clear_errors():
     X, y = np.random.default_rng(0).standard_normal((20, 16)), np.arange(20.0)
     for m in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="m \\(coefficients kept per scale\\)"):
-            WaveletDistilled(m=m).fit(X, y)
+            WaveletDistilledRegressor(m=m).fit(X, y)
     with pytest.raises(ValueError, match="not orthogonal"):
-        WaveletDistilled("bior2.2", teacher=teacher).fit(X, y)
+        WaveletDistilledRegressor("bior2.2", teacher=teacher).fit(X, y)
 
 
 def test_interpretation_equals_trim_with_captum_methods_and_cd():

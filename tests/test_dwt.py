@@ -182,13 +182,13 @@ def test_waverec2_none_details_are_zeros():
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "periodization"])
 def test_extension_wraps_like_pywt_pad(mode):
     """The boundary extension itself, many times longer than the signal."""
-    from captum_cd.attr.transforms.dwt import _extend
+    from captum_cd.attr.transforms.dwt import extend
 
     for n in (2, 3, 5):
         x = np.random.default_rng(n).standard_normal(n)
-        ours = _extend(torch.tensor(x).view(1, n), 11, 13, mode)[0]
+        ours = extend(torch.tensor(x).view(1, n), 11, 13, mode)[0]
         _close(ours, pywt.pad(x, (11, 13), mode))
-        ours = _extend(torch.tensor(x).view(n, 1), 11, 13, mode, dim=-2)[:, 0]
+        ours = extend(torch.tensor(x).view(n, 1), 11, 13, mode, dim=-2)[:, 0]
         _close(ours, pywt.pad(x, (11, 13), mode))
 
 

@@ -15,10 +15,10 @@ def test_import_does_not_load_scikit_learn_or_pandas():
 
 
 def test_distilled_estimators_still_import_on_use():
-    from captum_cd.penalties import WaveletDistilled
-    from captum_cd.penalties.awd import top_coefficients, WaveletDistilledClassifier
+    from captum_cd.wavelets import WaveletDistilledRegressor
+    from captum_cd.wavelets import top_coefficients, WaveletDistilledClassifier
 
-    assert WaveletDistilled.__module__ == "captum_cd.penalties.awd.distilled"
+    assert WaveletDistilledRegressor.__module__ == "captum_cd.wavelets.estimators"
     assert callable(top_coefficients) and WaveletDistilledClassifier.__name__ == "WaveletDistilledClassifier"
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from captum_cd import ContextualDecomposition, TRIM
 from captum_cd.attr.transforms.dwt import MODES
-from captum_cd.penalties.awd import AdaptiveWavelet, AdaptiveWavelet2d
+from captum_cd.wavelets import AdaptiveWavelet, AdaptiveWavelet2d
 from captum_cd.transforms import WaveletTransform, WaveletTransform2d
 
 warnings.filterwarnings("ignore", module="captum")

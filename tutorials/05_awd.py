@@ -9,7 +9,7 @@
 # 1. `AdaptiveWavelet`: a DWT identical to PyWavelets whose filter is a parameter;
 # 2. `AWDLoss` in your own training loop, or `fit_wavelet` with early stopping;
 # 3. the learned wavelet as a picture, as a `pywt.Wavelet`, and inside `TRIM`;
-# 4. `WaveletDistilled`, a scikit-learn estimator, inside `GridSearchCV`.
+# 4. `WaveletDistilledRegressor`, a scikit-learn estimator, inside `GridSearchCV`.
 #
 # `python tutorials/05_awd.py` (`--quick` for a smaller run; the test suite runs it).
 # `benchmarks/awd_simulation.py` runs the full simulation, mnist1d and the speed table.
@@ -26,7 +26,7 @@ from sklearn.model_selection import GridSearchCV
 from torch import nn
 
 from captum_cd import ContextualDecomposition, TRIM
-from captum_cd.penalties import AdaptiveWavelet, AWDLoss, fit_wavelet, wavelet_distance, WaveletDistilled
+from captum_cd.wavelets import AdaptiveWavelet, AWDLoss, fit_wavelet, wavelet_distance, WaveletDistilledRegressor
 
 from _notebook import options  # noqa: E402  (tutorials/_notebook.py)
 
@@ -88,7 +88,7 @@ print("equals pywt.wavedec:", all(
 # %%
 wavelet = AdaptiveWavelet("db5", levels=3, init_noise=0.3, generator=torch.Generator().manual_seed(1))
 initial = wavelet_distance(wavelet, "db5")
-loss_fn = AWDLoss(teacher, wavelet, lamL1=0.1, lamInterp=0.1, method="saliency")
+loss_fn = AWDLoss(teacher, wavelet, lam_l1=0.1, lam_interp=0.1, method="saliency")
 optimizer = torch.optim.Adam(wavelet.parameters(), lr=1e-2)
 for epoch in range(2 if args.quick else 10):
     for index in torch.randperm(split).split(100):
@@ -106,7 +106,7 @@ print(f"distance to db5: {initial:.2f} -> {wavelet_distance(wavelet, 'db5'):.2f}
 
 # %%
 wavelet, history = fit_wavelet(
-    teacher, x_train, wavelet, lamL1=0.1, lamInterp=0.1, lr=1e-2, epochs=3 if args.quick else 30,
+    teacher, x_train, wavelet, lam_l1=0.1, lam_interp=0.1, lr=1e-2, epochs=3 if args.quick else 30,
     validation=x_test, patience=5, progress=False,
 )
 print(f"after fit_wavelet: distance to db5 {wavelet_distance(wavelet, 'db5'):.2f}, "
@@ -131,17 +131,17 @@ print("mean |CD score| per scale [cA_3, cD_3, cD_2, cD_1]:", [round(v, 3) for v 
 
 # %% [markdown]
 # ## The distilled model
-# `WaveletDistilled` keeps the 6 largest coefficients of each scale and fits a linear
+# `WaveletDistilledRegressor` keeps the 6 largest coefficients of each scale and fits a linear
 # model on them: a scikit-learn estimator. Given the teacher, `fit` adapts the wavelet
 # first, so `GridSearchCV` chooses the interpretation weight by cross-validation.
 
 # %%
-fixed = WaveletDistilled("db5", levels=3, m=6).fit(X[:split], y[:split])
+fixed = WaveletDistilledRegressor("db5", levels=3, m=6).fit(X[:split], y[:split])
 search = GridSearchCV(
-    WaveletDistilled("db5", levels=3, m=6, teacher=teacher, lamL1=0.1, init_noise=0.3, lr=1e-2,
+    WaveletDistilledRegressor("db5", levels=3, m=6, teacher=teacher, lam_l1=0.1, init_noise=0.3, lr=1e-2,
                      epochs=2 if args.quick else 15, random_state=0),
-    {"lamInterp": [0.01, 0.1] if args.quick else [0.01, 0.1, 1.0]}, cv=2 if args.quick else 3,
+    {"lam_interp": [0.01, 0.1] if args.quick else [0.01, 0.1, 1.0]}, cv=2 if args.quick else 3,
 )
 search.fit(X[:split], y[:split])
 print(f"distilled R^2 on the test split: fixed db5 {fixed.score(X[split:], y[split:]):.3f}, "
-      f"AWD {search.score(X[split:], y[split:]):.3f} (lamInterp {search.best_params_['lamInterp']})")
+      f"AWD {search.score(X[split:], y[split:]):.3f} (lam_interp {search.best_params_['lam_interp']})")

@@ -154,7 +154,7 @@ def dwt_max_level(length: int, filter_len: int) -> int:
 # ---------------------------------------------------------------------- validation
 
 
-def _check_mode(mode: str) -> str:
+def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"Unknown wavelet extension mode {mode!r}; the supported modes are {', '.join(MODES)}.")
     return mode
@@ -289,7 +289,7 @@ def _shape_along(t: Tensor, dim: int) -> List[int]:
     return shape  # broadcastable along ``dim`` (dim is -1 or -2)
 
 
-def _extend(x: Tensor, left: int, right: int, mode: str, dim: int = -1) -> Tensor:
+def extend(x: Tensor, left: int, right: int, mode: str, dim: int = -1) -> Tensor:
     """Extend ``x`` along ``dim`` (-1 or -2) by ``left`` and ``right`` samples with the
     boundary rule of ``mode``; wraps as often as needed for short signals."""
     if left == 0 and right == 0:
@@ -324,7 +324,7 @@ def _extend(x: Tensor, left: int, right: int, mode: str, dim: int = -1) -> Tenso
     return out
 
 
-def _analysis_pads(n: int, flen: int, mode: str) -> Tuple[int, int, int]:
+def analysis_pads(n: int, flen: int, mode: str) -> Tuple[int, int, int]:
     """(left, right, output length) of one analysis step, reproducing pywt's C code:
     ``out[k] = sum_j f[j] x_ext[2k + 1 - j]`` (``x_ext[F/2 + 2k - j]`` in periodization)."""
     if mode == "periodization":
@@ -352,8 +352,8 @@ def _rec_weight(filters: Filters) -> Tensor:
 def _analysis_1d(x: Tensor, weight: Tensor, mode: str) -> Tensor:
     """(B, 1, N) -> (B, 2, K): approximation and detail as two channels of one conv."""
     flen = weight.shape[-1]
-    left, right, _ = _analysis_pads(x.shape[-1], flen, mode)
-    return F.conv1d(_extend(x, left, right, mode), weight, stride=2)
+    left, right, _ = analysis_pads(x.shape[-1], flen, mode)
+    return F.conv1d(extend(x, left, right, mode), weight, stride=2)
 
 
 def _synthesis_1d(c: Tensor, weight: Tensor, mode: str) -> Tensor:
@@ -363,7 +363,7 @@ def _synthesis_1d(c: Tensor, weight: Tensor, mode: str) -> Tensor:
     if mode == "periodization":
         # x[t] = sum_n c[n] f[(t + F/2 - 1 - 2n) mod 2N]: wrap the coefficients F//4 on each side.
         wrap = flen // 4
-        c = _extend(c, wrap, wrap, "periodic")
+        c = extend(c, wrap, wrap, "periodic")
         return F.conv_transpose1d(c, weight, stride=2, padding=flen // 2 - 1 + 2 * wrap)
     if 2 * n < flen:
         raise ValueError(
@@ -412,7 +412,7 @@ def dwt(x: Tensor, filters: Sequence[Tensor], mode: str = "symmetric") -> Tuple[
         *tuple* ``(cA, cD)`` of shape ``(..., K)``, ``K = ceil(N / 2)`` in periodization
         and ``floor((N + F - 1) / 2)`` otherwise.
     """
-    _check_mode(mode)
+    check_mode(mode)
     _check_signal(x, 1)
     fb = _cast_filters(filters, x)
     flat, lead = _flatten(x, 1)
@@ -435,7 +435,7 @@ def idwt(cA: Optional[Tensor], cD: Optional[Tensor], filters: Sequence[Tensor], 
         *Tensor* of shape ``(..., 2K)`` in periodization and ``(..., 2K - F + 2)``
         otherwise.
     """
-    _check_mode(mode)
+    check_mode(mode)
     ca, cd = _pair_1d(cA, cD)
     _check_signal(ca, 1)
     fb = _cast_filters(filters, ca)
@@ -462,7 +462,7 @@ def wavedec(x: Tensor, filters: Sequence[Tensor], level: Optional[int] = None, m
     Returns:
         *list* ``[cA_n, cD_n, ..., cD_1]`` of tensors of shape ``(..., K_i)``.
     """
-    _check_mode(mode)
+    check_mode(mode)
     _check_signal(x, 1)
     fb = _cast_filters(filters, x)
     level = _check_level([x.shape[-1]], fb[0].shape[0], level)
@@ -495,7 +495,7 @@ def waverec(
     Returns:
         *Tensor* of shape ``(..., M)`` (``M = length`` when given).
     """
-    _check_mode(mode)
+    check_mode(mode)
     if not isinstance(coeffs, (list, tuple)) or len(coeffs) == 0 or coeffs[0] is None:
         raise ValueError("waverec expects a non-empty list [cA_n, cD_n, ..., cD_1] with cA_n a tensor.")
     a = coeffs[0]
@@ -532,12 +532,12 @@ def _analysis_2d(x: Tensor, fb: Filters, mode: str) -> Tensor:
     two output channels, then a grouped conv along H."""
     flen = fb[0].shape[0]
     w1 = _dec_weight(fb)  # (2, 1, F)
-    left, right, _ = _analysis_pads(x.shape[-1], flen, mode)
-    y = F.conv2d(_extend(x, left, right, mode, dim=-1), w1.unsqueeze(2), stride=(1, 2))  # (B, 2, H, W')
-    left, right, _ = _analysis_pads(x.shape[-2], flen, mode)
+    left, right, _ = analysis_pads(x.shape[-1], flen, mode)
+    y = F.conv2d(extend(x, left, right, mode, dim=-1), w1.unsqueeze(2), stride=(1, 2))  # (B, 2, H, W')
+    left, right, _ = analysis_pads(x.shape[-2], flen, mode)
     # groups: W-lowpass -> (aa, da), W-highpass -> (ad, dd), i.e. (cA, cH, cV, cD)
     w2 = w1.repeat(2, 1, 1).unsqueeze(-1)  # (4, 1, F, 1)
-    return F.conv2d(_extend(y, left, right, mode, dim=-2), w2, stride=(2, 1), groups=2)
+    return F.conv2d(extend(y, left, right, mode, dim=-2), w2, stride=(2, 1), groups=2)
 
 
 def _synthesis_2d(c: Tensor, fb: Filters, mode: str) -> Tensor:
@@ -547,7 +547,7 @@ def _synthesis_2d(c: Tensor, fb: Filters, mode: str) -> Tensor:
     if mode == "periodization":
         wrap = flen // 4
         pad = flen // 2 - 1 + 2 * wrap
-        c = _extend(c, wrap, wrap, "periodic", dim=-2)
+        c = extend(c, wrap, wrap, "periodic", dim=-2)
     else:
         if 2 * min(c.shape[-2:]) < flen:
             raise ValueError(
@@ -558,7 +558,7 @@ def _synthesis_2d(c: Tensor, fb: Filters, mode: str) -> Tensor:
     # along H: (cA, cH) -> W-lowpass, (cV, cD) -> W-highpass
     y = F.conv_transpose2d(c, w1.repeat(2, 1, 1).unsqueeze(-1), stride=(2, 1), padding=(pad, 0), groups=2)
     if wrap:
-        y = _extend(y, wrap, wrap, "periodic", dim=-1)
+        y = extend(y, wrap, wrap, "periodic", dim=-1)
     return F.conv_transpose2d(y, w1.unsqueeze(2), stride=(1, 2), padding=(0, pad))
 
 
@@ -596,7 +596,7 @@ def dwt2(x: Tensor, filters: Sequence[Tensor], mode: str = "symmetric") -> Tuple
         *tuple* ``(cA, (cH, cV, cD))``: ``cH`` is lowpass along W and highpass along H
         (horizontal edges), ``cV`` the opposite, as in pywt.
     """
-    _check_mode(mode)
+    check_mode(mode)
     _check_signal(x, 2)
     fb = _cast_filters(filters, x)
     flat, lead = _flatten(x, 2)
@@ -620,7 +620,7 @@ def idwt2(
     Returns:
         *Tensor* of shape ``(..., H, W)``.
     """
-    _check_mode(mode)
+    check_mode(mode)
     ca, details = coeffs
     c = _stack_2d(ca, details, cut=True)
     _check_signal(c, 2)
@@ -648,7 +648,7 @@ def wavedec2(
     Returns:
         *list* ``[cA_n, (cH_n, cV_n, cD_n), ..., (cH_1, cV_1, cD_1)]``.
     """
-    _check_mode(mode)
+    check_mode(mode)
     _check_signal(x, 2)
     fb = _cast_filters(filters, x)
     level = _check_level(list(x.shape[-2:]), fb[0].shape[0], level)
@@ -684,7 +684,7 @@ def waverec2(
     Returns:
         *Tensor* of shape ``(..., H, W)``.
     """
-    _check_mode(mode)
+    check_mode(mode)
     if not isinstance(coeffs, (list, tuple)) or len(coeffs) == 0 or coeffs[0] is None:
         raise ValueError("waverec2 expects a non-empty list [cA_n, (cH_n, cV_n, cD_n), ...] with cA_n a tensor.")
     a = coeffs[0]

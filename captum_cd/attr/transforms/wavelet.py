@@ -3,7 +3,7 @@ as one tensor, and feature masks that group them by scale.
 
 The wavelet is fixed (a PyWavelets name, a ``pywt.Wavelet``, an orthogonal lowpass
 filter) or learned: any module with a ``filters()`` method, such as
-:class:`~captum_cd.penalties.awd.AdaptiveWavelet`, is called on every use, so gradients
+:class:`~captum_cd.wavelets.AdaptiveWavelet`, is called on every use, so gradients
 reach its parameters through the transform.
 """
 
@@ -16,8 +16,8 @@ from torch import nn, Tensor
 
 from captum_cd.attr.transforms.base import Transform
 from captum_cd.attr.transforms.dwt import (
-    _analysis_pads,
-    _check_mode,
+    analysis_pads,
+    check_mode,
     dwt_max_level,
     filter_bank,
     Filters,
@@ -44,7 +44,7 @@ def coefficient_sizes(length: int, filter_len: int, levels: int, mode: str) -> T
     """
     sizes, n = [], length
     for _ in range(levels):
-        n = _analysis_pads(n, filter_len, mode)[2]
+        n = analysis_pads(n, filter_len, mode)[2]
         sizes.append(n)
     return tuple([n] + sizes[::-1]) if levels else (length,)
 
@@ -54,7 +54,7 @@ class _WaveletBase(Transform):
 
     def __init__(self, wavelet: Any, levels: Optional[int], mode: str) -> None:
         super().__init__()
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         if levels is not None and levels < 0:
             raise ValueError(f"levels must be None (the maximum level) or >= 0, got {levels}.")
         if isinstance(wavelet, nn.Module):
@@ -122,7 +122,7 @@ class WaveletTransform(_WaveletBase):
                     ``pywt.Wavelet``, the lowpass (scaling, ``rec_lo``) filter of an
                     orthogonal wavelet, or a module with a ``filters()`` method returning
                     ``(dec_lo, dec_hi, rec_lo, rec_hi)`` (e.g.
-                    :class:`~captum_cd.penalties.awd.AdaptiveWavelet`; it becomes a
+                    :class:`~captum_cd.wavelets.AdaptiveWavelet`; it becomes a
                     submodule, so its parameters are trained through this transform).
                     Default: "db5"
         levels (int, optional): number of levels. Default: the module's ``levels`` for a
@@ -211,7 +211,7 @@ class WaveletTransform2d(_WaveletBase):
     Args:
         wavelet (str, pywt.Wavelet, array or nn.Module, optional): as for
                     :class:`WaveletTransform` (a module such as
-                    :class:`~captum_cd.penalties.awd.AdaptiveWavelet2d`). Default: "db5"
+                    :class:`~captum_cd.wavelets.AdaptiveWavelet2d`). Default: "db5"
         levels (int, optional): number of levels. Default: the module's ``levels``, else
                     the maximum level of the image size
         mode (str, optional): signal extension mode. Default: "zero"

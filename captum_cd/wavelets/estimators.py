@@ -9,8 +9,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, RegressorMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from captum_cd.penalties.awd.adaptive_wavelet import _as_pywt, AdaptiveWavelet
-from captum_cd.penalties.awd.loss import fit_wavelet
+from captum_cd.wavelets.adaptive import as_pywt, AdaptiveWavelet
+from captum_cd.wavelets.distillation import fit_wavelet
 
 
 def top_coefficients(coeffs: Sequence[np.ndarray], m: int) -> np.ndarray:
@@ -47,9 +47,9 @@ class _WaveletDistilledBase:
         m: int = 6,
         estimator: Any = None,
         teacher: Optional[nn.Module] = None,
-        lamL1: float = 0.1,
-        lamInterp: float = 1.0,
-        lamWave: float = 1.0,
+        lam_l1: float = 0.1,
+        lam_interp: float = 1.0,
+        lam_wave: float = 1.0,
         method: str = "saliency",
         target: Any = None,
         init_noise: float = 0.0,
@@ -60,14 +60,14 @@ class _WaveletDistilledBase:
     ) -> None:
         self.wavelet, self.levels, self.mode, self.m = wavelet, levels, mode, m
         self.estimator, self.teacher = estimator, teacher
-        self.lamL1, self.lamInterp, self.lamWave = lamL1, lamInterp, lamWave
+        self.lam_l1, self.lam_interp, self.lam_wave = lam_l1, lam_interp, lam_wave
         self.method, self.target, self.init_noise = method, target, init_noise
         self.lr, self.epochs, self.batch_size, self.random_state = lr, epochs, batch_size, random_state
 
     def _fit_features(self, X: np.ndarray) -> np.ndarray:
         if isinstance(self.m, bool) or not isinstance(self.m, (int, np.integer)) or self.m < 1:
             raise ValueError(f"m (coefficients kept per scale) must be a positive int, got {self.m!r}.")
-        self.wavelet_ = self._adapt(X) if self.teacher is not None else _as_pywt(self.wavelet)
+        self.wavelet_ = self._adapt(X) if self.teacher is not None else as_pywt(self.wavelet)
         return self._features(X)
 
     def _adapt(self, X: np.ndarray) -> Any:
@@ -79,8 +79,8 @@ class _WaveletDistilledBase:
         wave = AdaptiveWavelet(self.wavelet, self.levels, self.mode, self.init_noise, generator, dtype=dtype)
         target = self.target if self.target is not None else self._default_target
         fitted, self.history_ = fit_wavelet(
-            self.teacher, torch.as_tensor(X, dtype=dtype, device=device), wave, lamL1=self.lamL1, lamInterp=self.lamInterp,
-            lamWave=self.lamWave, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, progress=False,
+            self.teacher, torch.as_tensor(X, dtype=dtype, device=device), wave, lam_l1=self.lam_l1, lam_interp=self.lam_interp,
+            lam_wave=self.lam_wave, lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, progress=False,
             method=self.method, target=target, generator=generator,
         )
         return fitted.to_pywt()
@@ -115,7 +115,7 @@ def _validate_data(estimator: Any, X: Any, y: Any = "no_validation", reset: bool
     return validate_data(estimator, X, y, reset=reset, **check_params)
 
 
-class WaveletDistilled(RegressorMixin, TransformerMixin, _WaveletDistilledBase, BaseEstimator):
+class WaveletDistilledRegressor(RegressorMixin, TransformerMixin, _WaveletDistilledBase, BaseEstimator):
     r"""
     A linear model on wavelet features, the distilled model of adaptive wavelet
     distillation (regression). Features: per scale, the ``m`` largest-magnitude
@@ -123,7 +123,7 @@ class WaveletDistilled(RegressorMixin, TransformerMixin, _WaveletDistilledBase, 
 
     With a ``teacher``, :meth:`fit` first adapts the wavelet to the teacher on ``X``
     (:func:`fit_wavelet` from ``wavelet`` plus ``init_noise``), so ``GridSearchCV`` can
-    choose ``lamL1`` and ``lamInterp`` by cross-validation as the paper does; without
+    choose ``lam_l1`` and ``lam_interp`` by cross-validation as the paper does; without
     one, the wavelet is fixed.
 
     Args:
@@ -135,7 +135,7 @@ class WaveletDistilled(RegressorMixin, TransformerMixin, _WaveletDistilledBase, 
                     Default: ``LinearRegression()``
         teacher (nn.Module, optional): the trained model to adapt the wavelet to; it takes
                     ``(n, N)`` tensors of its own dtype. Default: None
-        lamL1, lamInterp, lamWave, method, target: as for :class:`AWDLoss`.
+        lam_l1, lam_interp, lam_wave, method, target: as for :class:`AWDLoss`.
         init_noise (float, optional): noise on the initial filter. Default: 0.0
         lr, epochs, batch_size: as for :func:`fit_wavelet`. Defaults: 1e-3, 10, 100
         random_state (int, optional): seeds the noise and the shuffling. Default: None
@@ -147,7 +147,7 @@ class WaveletDistilled(RegressorMixin, TransformerMixin, _WaveletDistilledBase, 
         n_features_in_ (int): the signal length.
     """
 
-    def fit(self, X: Any, y: Any) -> "WaveletDistilled":
+    def fit(self, X: Any, y: Any) -> "WaveletDistilledRegressor":
         from sklearn.linear_model import LinearRegression
 
         X, y = _validate_data(self, X, y, y_numeric=True, dtype=np.float64)
@@ -168,7 +168,7 @@ class WaveletDistilled(RegressorMixin, TransformerMixin, _WaveletDistilledBase, 
 
 class WaveletDistilledClassifier(ClassifierMixin, TransformerMixin, _WaveletDistilledBase, BaseEstimator):
     r"""
-    The classification variant of :class:`WaveletDistilled` (same arguments); the
+    The classification variant of :class:`WaveletDistilledRegressor` (same arguments); the
     default estimator is ``LogisticRegression(max_iter=1000)`` and the teacher's
     attributions are for each example's predicted class unless ``target`` says otherwise.
 
@@ -197,7 +197,7 @@ class WaveletDistilledClassifier(ClassifierMixin, TransformerMixin, _WaveletDist
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.poor_score = True  # see WaveletDistilled
+        tags.classifier_tags.poor_score = True  # see WaveletDistilledRegressor
         return tags
 
     def _more_tags(self) -> Dict[str, Any]:  # scikit-learn < 1.6

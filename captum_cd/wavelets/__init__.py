@@ -4,12 +4,12 @@ Learn an orthogonal wavelet from data and a trained model ``f`` (the teacher), s
 the model's attributions concentrate on few wavelet coefficients, then distil the model
 into a linear model on a handful of coefficients per scale:
 
-- ``adaptive_wavelet``: :class:`AdaptiveWavelet` / :class:`AdaptiveWavelet2d`, the
+- ``adaptive``: :class:`AdaptiveWavelet` / :class:`AdaptiveWavelet2d`, the
   learnable wavelet (a DWT identical to PyWavelets whose lowpass filter is an
   ``nn.Parameter``), and :func:`validity_terms`, the penalties that keep it a wavelet;
-- ``loss``: :class:`AWDLoss` (reconstruction + validity + sparsity + interpretation) and
+- ``distillation``: :class:`AWDLoss` (reconstruction + validity + sparsity + interpretation) and
   :func:`fit_wavelet`, the plain training loop;
-- ``distilled``: :class:`WaveletDistilled` / :class:`WaveletDistilledClassifier`, the
+- ``estimators``: :class:`WaveletDistilledRegressor` / :class:`WaveletDistilledClassifier`, the
   distilled model as scikit-learn estimators (so ``GridSearchCV`` can choose the penalty
   weights).
 
@@ -22,7 +22,7 @@ Orthogonality is a soft penalty in the reference; ``parametrization="lattice"`` 
 exact.
 """
 
-from captum_cd.penalties.awd.adaptive_wavelet import (
+from captum_cd.wavelets.adaptive import (
     AdaptiveWavelet,
     AdaptiveWavelet2d,
     lattice_angles,
@@ -30,13 +30,13 @@ from captum_cd.penalties.awd.adaptive_wavelet import (
     validity_terms,
     wavelet_distance,
 )
-from captum_cd.penalties.awd.loss import AWDLoss, fit_wavelet
+from captum_cd.wavelets.distillation import AWDLoss, fit_wavelet
 
 __all__ = [
     "AWDLoss",
     "AdaptiveWavelet",
     "AdaptiveWavelet2d",
-    "WaveletDistilled",
+    "WaveletDistilledRegressor",
     "WaveletDistilledClassifier",
     "fit_wavelet",
     "lattice_angles",
@@ -49,12 +49,12 @@ __all__ = [
 
 # The distilled estimators need scikit-learn (and it loads pandas when present): imported
 # on first use so that ``import captum_cd`` stays light.
-_DISTILLED = ("top_coefficients", "WaveletDistilled", "WaveletDistilledClassifier")
+_DISTILLED = ("top_coefficients", "WaveletDistilledRegressor", "WaveletDistilledClassifier")
 
 
 def __getattr__(name: str):
     if name in _DISTILLED:
-        from captum_cd.penalties.awd import distilled
+        from captum_cd.wavelets import estimators
 
-        return getattr(distilled, name)
+        return getattr(estimators, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

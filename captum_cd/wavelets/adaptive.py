@@ -9,37 +9,37 @@ import numpy as np
 import torch
 from torch import nn, Tensor
 
-from captum_cd.attr.transforms.dwt import _check_mode, Filters, orthogonal_filter_bank, wavedec, wavedec2, waverec, waverec2
+from captum_cd.attr.transforms.dwt import check_mode, Filters, orthogonal_filter_bank, wavedec, wavedec2, waverec, waverec2
 from captum_cd.attr.transforms.wavelet import WaveletTransform, WaveletTransform2d
 
 PARAMETRIZATIONS = ("filter", "lattice")
 SQRT2 = math.sqrt(2.0)
 
 
-def _lowpass_of(wave: Any) -> Tensor:
+def _lowpass_of(wavelet: Any) -> Tensor:
     """The float64 lowpass (scaling, ``rec_lo``) filter of a pywt name or Wavelet, an
     :class:`AdaptiveWavelet`, or an array."""
     import pywt
 
-    if isinstance(wave, _AdaptiveWaveletBase):
-        return wave.lowpass().detach().to(torch.float64).cpu()
-    if isinstance(wave, str):
+    if isinstance(wavelet, _AdaptiveWaveletBase):
+        return wavelet.lowpass().detach().to(torch.float64).cpu()
+    if isinstance(wavelet, str):
         try:
-            wave = pywt.Wavelet(wave)
+            wavelet = pywt.Wavelet(wavelet)
         except ValueError as error:
-            raise ValueError(f"unknown wavelet {wave!r}: use a name from pywt.wavelist(kind='discrete').") from error
-        if not wave.orthogonal:
+            raise ValueError(f"unknown wavelet {wavelet!r}: use a name from pywt.wavelist(kind='discrete').") from error
+        if not wavelet.orthogonal:
             raise ValueError(
-                f"wavelet {wave.name!r} is not orthogonal; adaptive wavelets are orthogonal: start from an "
+                f"wavelet {wavelet.name!r} is not orthogonal; adaptive wavelets are orthogonal: start from an "
                 "orthogonal one (haar, dbN, symN, coifN) or pass a lowpass filter array."
             )
-    if isinstance(wave, pywt.Wavelet):
-        return torch.tensor(wave.rec_lo, dtype=torch.float64)
+    if isinstance(wavelet, pywt.Wavelet):
+        return torch.tensor(wavelet.rec_lo, dtype=torch.float64)
     try:
-        h = torch.as_tensor(np.asarray(wave, dtype=np.float64))
+        h = torch.as_tensor(np.asarray(wavelet, dtype=np.float64))
     except (TypeError, ValueError) as error:
         raise TypeError(
-            f"wave must be a PyWavelets name, a pywt.Wavelet or a 1-D lowpass filter; got {type(wave).__name__}."
+            f"wavelet must be a PyWavelets name, a pywt.Wavelet or a 1-D lowpass filter; got {type(wavelet).__name__}."
         ) from error
     return h.clone()
 
@@ -112,7 +112,7 @@ class _AdaptiveWaveletBase(nn.Module):
 
     def __init__(
         self,
-        wave: Any = "db5",
+        wavelet: Any = "db5",
         levels: Optional[int] = None,
         mode: str = "zero",
         init_noise: float = 0.0,
@@ -125,10 +125,10 @@ class _AdaptiveWaveletBase(nn.Module):
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, got {parametrization!r}.")
         if levels is not None and levels < 0:
             raise ValueError(f"levels must be None (the maximum level) or >= 0, got {levels}.")
-        h = _lowpass_of(wave)
+        h = _lowpass_of(wavelet)
         orthogonal_filter_bank(h)  # a clear error for odd or non-1-D filters
         dtype = dtype or torch.get_default_dtype()
-        self.levels, self.mode, self.parametrization = levels, _check_mode(mode), parametrization
+        self.levels, self.mode, self.parametrization = levels, check_mode(mode), parametrization
         self.register_buffer("h_init", h.to(dtype))
         if parametrization == "filter":
             noise = torch.randn(h.shape, generator=generator, dtype=torch.float64) * init_noise
@@ -208,7 +208,7 @@ class AdaptiveWavelet(_AdaptiveWaveletBase):
     differentiable with respect to ``h``.
 
     Args:
-        wave (str, pywt.Wavelet or array, optional): the initial wavelet: an orthogonal
+        wavelet (str, pywt.Wavelet or array, optional): the initial wavelet: an orthogonal
                     PyWavelets name, a ``pywt.Wavelet`` or a lowpass filter of even length.
                     Default: "db5"
         levels (int, optional): the number of levels ``J``. Default: None (the maximum
@@ -277,12 +277,12 @@ class AdaptiveWavelet2d(_AdaptiveWaveletBase):
         self._sizes[_shapes_2d(coeffs)] = tuple(x.shape[-2:])
         return coeffs
 
-    def inverse(self, coeffs: Sequence[Any], shape: Optional[Sequence[int]] = None) -> Tensor:
-        r"""The inverse (``pywt.waverec2``), cut to ``shape`` (Default: the size of the last
-        image decomposed into subbands of these shapes)."""
-        if shape is None:
-            shape = self._sizes.get(_shapes_2d(coeffs))
-        return waverec2(list(coeffs), self.filters(), self.mode, shape)
+    def inverse(self, coeffs: Sequence[Any], size: Optional[Sequence[int]] = None) -> Tensor:
+        r"""The inverse (``pywt.waverec2``), cut to ``size`` ``(H, W)`` (Default: the size of
+        the last image decomposed into subbands of these shapes)."""
+        if size is None:
+            size = self._sizes.get(_shapes_2d(coeffs))
+        return waverec2(list(coeffs), self.filters(), self.mode, size)
 
     def transform(self) -> WaveletTransform2d:
         r"""A :class:`~captum_cd.transforms.WaveletTransform2d` around this wavelet."""
@@ -327,7 +327,7 @@ def wavelet_distance(a: Any, b: Any = "db5", level: int = 5) -> float:
     Returns:
         *float*, 0 for identical wavelets.
     """
-    psi_a, psi_b = (_wavefun(_as_pywt(w), level)[1] for w in (a, b))
+    psi_a, psi_b = (_wavefun(as_pywt(w), level)[1] for w in (a, b))
     size = max(len(psi_a), len(psi_b))
     psi_a, psi_b = np.pad(psi_a, (0, size - len(psi_a))), np.pad(psi_b, (0, size - len(psi_b)))
     best = np.inf
@@ -339,7 +339,7 @@ def wavelet_distance(a: Any, b: Any = "db5", level: int = 5) -> float:
     return best
 
 
-def _as_pywt(w: Any) -> Any:
+def as_pywt(w: Any) -> Any:
     import pywt
 
     if isinstance(w, _AdaptiveWaveletBase):

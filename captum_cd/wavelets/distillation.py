@@ -3,42 +3,27 @@ r"""The adaptive wavelet distillation loss and the plain loop that minimises it.
 import copy
 import math
 import warnings
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import nn, Tensor
 
-from captum_cd.attr.contextual_decomposition import ContextualDecomposition, target_scores
-from captum_cd.penalties.awd.adaptive_wavelet import _AdaptiveWaveletBase, AdaptiveWavelet, AdaptiveWavelet2d, validity_terms
+from captum_cd.attr.contextual_decomposition import ContextualDecomposition
+from captum_cd.attr.groups import target_scores
+from captum_cd.wavelets.adaptive import AdaptiveWavelet, AdaptiveWavelet2d, validity_terms
 
 DENSE_MAX = 128  # AWDLoss multiplies by the transform's matrices up to this many samples
 METHODS = ("saliency", "input_x_gradient", "cd")
 
 
-def _select(out: Tensor, target: Any, batch: int) -> Tensor:
-    """One score per example: the output itself (regression) or a class column."""
-    if target is None:
-        if out.numel() != batch:
-            raise ValueError(
-                f"the model's output has shape {tuple(out.shape)}: with target=None it must be one number per "
-                "example (a regression model); pass target=<class index> or target='predicted'."
-            )
-        return out.reshape(batch)
-    if isinstance(target, str):
-        if target != "predicted":
-            raise ValueError(f"target must be None, an int, a tensor of indices or 'predicted'; got {target!r}.")
-        target = out.detach().argmax(1)
-    classes = out.shape[1] if out.ndim > 1 else 0
-    if isinstance(target, int) and not isinstance(target, bool):
-        if not -classes <= target < classes:
-            raise ValueError(f"target {target} is beyond the teacher's outputs (shape {tuple(out.shape)}).")
-        return out[:, target]
-    index = torch.as_tensor(target, device=out.device)
-    if index.is_floating_point() or index.dtype == torch.bool or index.numel() not in (1, batch):
-        raise ValueError(f"target must be an int or one integer class index per example ({batch}); got {target!r}.")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= classes):
-        raise ValueError(f"target holds class {int(index.max())} (or a negative one) beyond the teacher's outputs (shape {tuple(out.shape)}).")
-    return out.gather(1, index.view(-1, 1).expand(batch, 1)).squeeze(1)
+def _resolve_target(target: Any, out: Tensor) -> Any:
+    """AWD's targets are Captum's (:func:`~captum_cd.attr.groups.target_scores`) plus
+    ``"predicted"``: each example's largest output."""
+    if not isinstance(target, str):
+        return target
+    if target != "predicted":
+        raise ValueError(f"target must be None, an int, a tensor of indices or 'predicted'; got {target!r}.")
+    return out.detach().argmax(1)
 
 
 class AWDLoss(nn.Module):
@@ -48,11 +33,11 @@ class AWDLoss(nn.Module):
     averaged over the batch:
 
     - ``reconstruction``: ``||x - x_hat||^2`` (always reported: orthogonality is a soft
-      penalty with ``parametrization="filter"``, so this grows with ``lamInterp``);
+      penalty with ``parametrization="filter"``, so this grows with ``lam_interp``);
     - the :func:`validity_terms` of the filter, each reported unweighted and added to the
-      total times ``lamWave``;
-    - ``sparsity``: ``lamL1 * ||s||_1``;
-    - ``interpretation``: ``lamInterp * ||a(s)||_1``, ``a`` the attributions of the
+      total times ``lam_wave``;
+    - ``sparsity``: ``lam_l1 * ||s||_1``;
+    - ``interpretation``: ``lam_interp * ||a(s)||_1``, ``a`` the attributions of the
       trained model ``f`` to the coefficients, through ``Psi^-1`` (the model sees exactly
       ``x``, plus ``Psi^-1`` of a zero-valued probe that carries the Jacobian) and the graph
       kept, so the loss backpropagates into the filter.
@@ -79,9 +64,9 @@ class AWDLoss(nn.Module):
     Args:
         model (nn.Module): the trained model (teacher).
         wavelet (AdaptiveWavelet or AdaptiveWavelet2d): the wavelet being learned.
-        lamL1 (float, optional): weight of the sparsity term. Default: 0.1
-        lamInterp (float, optional): weight of the interpretation term. Default: 1.0
-        lamWave (float, optional): weight of the validity terms. Default: 1.0
+        lam_l1 (float, optional): weight of the sparsity term. Default: 0.1
+        lam_interp (float, optional): weight of the interpretation term. Default: 1.0
+        lam_wave (float, optional): weight of the validity terms. Default: 1.0
         method (str, optional): ``"saliency"``, ``"input_x_gradient"`` or ``"cd"``.
                     Default: "saliency"
         target (int, Tensor or str, optional): None for a model with one output per
@@ -96,7 +81,7 @@ class AWDLoss(nn.Module):
     Examples::
 
         >>> wavelet = AdaptiveWavelet("db5", levels=3, init_noise=0.3)
-        >>> loss_fn = AWDLoss(teacher, wavelet, lamL1=0.1, lamInterp=0.05)
+        >>> loss_fn = AWDLoss(teacher, wavelet, lam_l1=0.1, lam_interp=0.05)
         >>> terms = loss_fn(x_batch)
         >>> terms["total"].backward()
     """
@@ -104,10 +89,10 @@ class AWDLoss(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        wavelet: _AdaptiveWaveletBase,
-        lamL1: float = 0.1,
-        lamInterp: float = 1.0,
-        lamWave: float = 1.0,
+        wavelet: Union[AdaptiveWavelet, AdaptiveWavelet2d],
+        lam_l1: float = 0.1,
+        lam_interp: float = 1.0,
+        lam_wave: float = 1.0,
         method: str = "saliency",
         target: Any = None,
         dense: Optional[bool] = None,
@@ -115,12 +100,12 @@ class AWDLoss(nn.Module):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-        if not isinstance(wavelet, _AdaptiveWaveletBase):
+        if not isinstance(wavelet, (AdaptiveWavelet, AdaptiveWavelet2d)):
             raise TypeError(f"wavelet must be an AdaptiveWavelet or AdaptiveWavelet2d, got {type(wavelet).__name__}.")
         self.wavelet = wavelet
         self.__dict__["model"] = model  # not a submodule: its parameters are not trained
         self.__dict__["transform"] = wavelet.transform()
-        self.lamL1, self.lamInterp, self.lamWave = lamL1, lamInterp, lamWave
+        self.lam_l1, self.lam_interp, self.lam_wave = lam_l1, lam_interp, lam_wave
         self.method, self.target, self.dense = method, target, dense
         self.__dict__["_teacher"] = _with_detached_parameters(model)
         self.__dict__["_cd"] = ContextualDecomposition(self._teacher) if method == "cd" else None
@@ -139,13 +124,13 @@ class AWDLoss(nn.Module):
         terms = {"reconstruction": _per_example(x - x_hat, power=2)}
         validity = validity_terms(self.wavelet.lowpass())
         terms.update(validity)
-        terms["sparsity"] = self.lamL1 * _per_example(s)
-        if self.lamInterp:
-            terms["interpretation"] = self.lamInterp * _per_example(self.attributions(x, s, atoms))
+        terms["sparsity"] = self.lam_l1 * _per_example(s)
+        if self.lam_interp:
+            terms["interpretation"] = self.lam_interp * _per_example(self.attributions(x, s, atoms))
         else:
             terms["interpretation"] = s.new_zeros(())
         terms["total"] = (
-            terms["reconstruction"] + self.lamWave * sum(validity.values()) + terms["sparsity"] + terms["interpretation"]
+            terms["reconstruction"] + self.lam_wave * sum(validity.values()) + terms["sparsity"] + terms["interpretation"]
         )
         if not torch.isfinite(terms["total"]):  # one sync per batch; a NaN filter is never a result
             bad = [k for k, v in terms.items() if k != "total" and not torch.isfinite(v)]
@@ -184,7 +169,7 @@ class AWDLoss(nn.Module):
             leaf = s.detach().requires_grad_()
             probe = self._synthesise(leaf - leaf.detach(), atoms, x)
             out = self._teacher(x + probe)
-            score = _select(out, self.target, x.shape[0])
+            score = target_scores(out.unsqueeze(0), out, _resolve_target(self.target, out))[0]
             (gradient,) = torch.autograd.grad(score.sum(), leaf, create_graph=True)
         return gradient.abs() if self.method == "saliency" else s * gradient
 
@@ -205,10 +190,7 @@ class AWDLoss(nn.Module):
         weights = s.reshape(batch, groups).t().reshape(groups, batch, *([1] * (x.dim() - 1)))
         relevant = weights * atoms.unsqueeze(1)  # (G, B, *input shape)
         out = self._cd.forward_decomposition(x, relevant=relevant)
-        target = self.target
-        if target == "predicted":
-            target = out.full.detach().argmax(1)
-        return target_scores(out.rel, out.full, target).t().reshape(batch, *shape)
+        return target_scores(out.rel, out.full, _resolve_target(self.target, out.full)).t().reshape(batch, *shape)
 
 
 def _with_detached_parameters(model: nn.Module):
@@ -274,10 +256,10 @@ def _epoch_loss(loss_fn: AWDLoss, data: Any, batch_size: int, generator, optimiz
 def fit_wavelet(
     model: nn.Module,
     data: Any,
-    wavelet: Optional[_AdaptiveWaveletBase] = None,
-    lamL1: float = 0.1,
-    lamInterp: float = 1.0,
-    lamWave: float = 1.0,
+    wavelet: Optional[Union[AdaptiveWavelet, AdaptiveWavelet2d]] = None,
+    lam_l1: float = 0.1,
+    lam_interp: float = 1.0,
+    lam_wave: float = 1.0,
     lr: float = 1e-3,
     epochs: int = 10,
     batch_size: int = 100,
@@ -287,7 +269,7 @@ def fit_wavelet(
     method: str = "saliency",
     target: Any = None,
     generator: Optional[torch.Generator] = None,
-) -> Tuple[_AdaptiveWaveletBase, Dict[str, List[float]]]:
+) -> Tuple[Union[AdaptiveWavelet, AdaptiveWavelet2d], Dict[str, List[float]]]:
     r"""
     Adapt a wavelet to data and a trained model: Adam on the wavelet's parameter,
     minimising :class:`AWDLoss` over mini-batches. The wavelet is moved to the data's
@@ -300,7 +282,7 @@ def fit_wavelet(
                     ``DataLoader`` (inputs first in each batch; its own batch size).
         wavelet (AdaptiveWavelet, optional): the wavelet to adapt, in place.
                     Default: ``AdaptiveWavelet("db5")``
-        lamL1, lamInterp, lamWave, method, target: as for :class:`AWDLoss`.
+        lam_l1, lam_interp, lam_wave, method, target: as for :class:`AWDLoss`.
         lr (float, optional): Adam's learning rate. Default: 1e-3
         epochs (int, optional): the most epochs. Default: 10
         batch_size (int, optional): batch size for tensor data. Default: 100
@@ -319,7 +301,7 @@ def fit_wavelet(
     Examples::
 
         >>> wavelet, history = fit_wavelet(teacher, x_train, AdaptiveWavelet("db5", levels=3),
-        ...                                lamInterp=0.05, epochs=20, validation=x_val)
+        ...                                lam_interp=0.05, epochs=20, validation=x_val)
     """
     from tqdm.auto import tqdm
 
@@ -338,7 +320,7 @@ def fit_wavelet(
         warnings.warn("the model is in training mode; AWD explains a fixed model: call model.eval() first.", stacklevel=2)
     wavelet = AdaptiveWavelet("db5") if wavelet is None else wavelet
     wavelet.to(first.device)
-    loss_fn = AWDLoss(model, wavelet, lamL1=lamL1, lamInterp=lamInterp, lamWave=lamWave, method=method, target=target)
+    loss_fn = AWDLoss(model, wavelet, lam_l1=lam_l1, lam_interp=lam_interp, lam_wave=lam_wave, method=method, target=target)
     optimizer = torch.optim.Adam(wavelet.parameters(), lr=lr)
     history: Dict[str, List[float]] = {}
     best, best_state, stale = math.inf, None, 0
