@@ -129,3 +129,9 @@ def test_locality_bound_quick():
     out = run("benchmarks/locality_bound.py", "--quick")
     share = float(out.split("conv work inside the boxes:")[1].split("%")[0])
     assert 0 < share <= 100  # a share of the work, measured from the relevant parts' supports
+
+
+def test_attribute_passes_quick():
+    out = run("benchmarks/attribute_passes.py", "--quick")
+    assert float(out.split("largest difference between the two:")[1].split()[0]) < 1e-5
+    assert "passes of whole examples" in out
