@@ -72,7 +72,7 @@ print(f"teacher test R^2: {1 - ((prediction - y[split:]) ** 2).mean() / y[split:
 
 # %%
 wavelet = AdaptiveWavelet("db5", levels=3, mode="zero")
-coefficients = wavelet(x_test[:4].double())
+coefficients = wavelet.coefficients(x_test[:4].double())
 print("equals pywt.wavedec:", all(
     np.allclose(ours.detach().numpy(), theirs)
     for ours, theirs in zip(coefficients, pywt.wavedec(X[split:split + 4].astype(np.float64), "db5", mode="zero", level=3))

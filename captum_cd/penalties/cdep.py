@@ -12,11 +12,12 @@ from torch import nn, Tensor
 
 from captum_cd.attr.contextual_decomposition import check_inputs, check_model, ContextualDecomposition
 from captum_cd.attr.groups import check_masks, select_rows
+from captum_cd.penalties.base import ModelLoss
 
 FORMS = ("image", "per_example", "text", "target")
 
 
-class CDEPRegularizer(nn.Module):
+class CDEPRegularizer(ModelLoss):
     r"""
     Contextual decomposition explanation penalisation: a loss term that pushes the CD
     contribution of regions a user marks as spurious (a colour, a patch, a word) toward
@@ -82,7 +83,7 @@ class CDEPRegularizer(nn.Module):
             **cd_options: ``rules``, ``module_rules``, as for
                         :class:`~captum_cd.ContextualDecomposition`.
         """
-        super().__init__()
+        super().__init__(model)
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}; got {form!r}.")
         if form == "target" and target_values is None:
@@ -94,10 +95,6 @@ class CDEPRegularizer(nn.Module):
         self.cd = ContextualDecomposition(model, layer=layer, **cd_options)
         self.weight, self.form, self.subsample = weight, form, subsample
         self.target_values = None if target_values is None else _target_values(target_values)
-
-    @property
-    def model(self) -> nn.Module:
-        return self.cd.forward_func
 
     def forward(self, inputs: Tensor, masks: Tensor, target: Optional[Tensor] = None, additional_forward_args: Optional[object] = None) -> Tensor:
         r"""

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
+from captum_cd.penalties.base import ModelLoss
+
 
 def _region_union(masks: Tensor, inputs: Tensor) -> Tensor:
     """Every penalised feature, as one mask broadcastable to the inputs: regions shared
@@ -17,7 +19,7 @@ def _region_union(masks: Tensor, inputs: Tensor) -> Tensor:
     return masks.amax(dim=0, keepdim=True)  # (R, ...) -> (1, ...)
 
 
-class RRRPenalty(nn.Module):
+class RRRPenalty(ModelLoss):
     r"""Right for the right reasons (Ross et al. 2017), as the CDEP paper's baseline
     computes it: the input gradient of the target's negative log-likelihood, summed over
     channels, squared, and summed over the masked features; times ``weight``.
@@ -28,8 +30,8 @@ class RRRPenalty(nn.Module):
     """
 
     def __init__(self, model: nn.Module, weight: float = 1.0) -> None:
-        super().__init__()
-        self.model, self.weight = model, weight
+        super().__init__(model)
+        self.weight = weight
 
     def forward(self, inputs: Tensor, masks: Tensor, target: Tensor) -> Tensor:
         x = inputs.detach().requires_grad_(True)
@@ -41,7 +43,7 @@ class RRRPenalty(nn.Module):
         return self.weight * (per_feature.pow(2) * region).sum()
 
 
-class ExpectedGradientsPenalty(nn.Module):
+class ExpectedGradientsPenalty(ModelLoss):
     r"""Expected-gradients attribution prior (Erion et al. 2019), as the CDEP paper's
     baseline computes it: for each example, ``n_samples`` references drawn from the batch
     and ``alpha ~ U(0, 1)``; the attribution ``|d p_y(x~)/d x~ * (x - ref)|`` at
@@ -56,8 +58,8 @@ class ExpectedGradientsPenalty(nn.Module):
     """
 
     def __init__(self, model: nn.Module, weight: float = 1.0, n_samples: int = 50) -> None:
-        super().__init__()
-        self.model, self.weight, self.n_samples = model, weight, n_samples
+        super().__init__(model)
+        self.weight, self.n_samples = weight, n_samples
 
     def forward(self, inputs: Tensor, masks: Tensor, target: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         batch, k = inputs.shape[0], self.n_samples

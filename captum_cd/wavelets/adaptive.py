@@ -138,6 +138,9 @@ class _AdaptiveWaveletBase(nn.Module):
             noise = torch.randn(angles.shape, generator=generator, dtype=torch.float64) * init_noise
             self.angles = nn.Parameter((angles + noise).to(dtype))
         self._sizes: Dict[Tuple, Any] = {}  # coefficient shapes -> signal size (odd lengths)
+        # The transform around this wavelet (forward and inverse go through it). A plain
+        # attribute: it holds this module as its submodule, so registering it would loop.
+        self.__dict__["_transform"] = None
 
     @property
     def filter_length(self) -> int:
@@ -151,6 +154,14 @@ class _AdaptiveWaveletBase(nn.Module):
     def filters(self) -> Filters:
         r"""``(dec_lo, dec_hi, rec_lo, rec_hi)`` of the current filter, PyWavelets' conventions."""
         return orthogonal_filter_bank(self.lowpass())
+
+    def transform(self) -> Any:
+        r"""The :class:`~captum_cd.transforms.WaveletTransform` (``2d``) around this wavelet
+        (its coefficients concatenated, trained through it), for TRIM and :class:`AWDLoss`;
+        :meth:`forward` and :meth:`inverse` are its."""
+        if self._transform is None:
+            self.__dict__["_transform"] = self._new_transform()
+        return self._transform
 
     def validity(self) -> Dict[str, Tensor]:
         r""":func:`validity_terms` of the current filter."""
@@ -228,64 +239,89 @@ class AdaptiveWavelet(_AdaptiveWaveletBase):
     Examples::
 
         >>> wavelet = AdaptiveWavelet("db5", levels=3, init_noise=0.3)
-        >>> coeffs = wavelet(x)            # [cA_3, cD_3, cD_2, cD_1]
-        >>> x_back = wavelet.inverse(coeffs)
+        >>> s = wavelet(x)                          # (..., K): every coefficient, concatenated
+        >>> x_back = wavelet.inverse(s)
+        >>> coeffs = wavelet.coefficients(x)        # [cA_3, cD_3, cD_2, cD_1], as pywt.wavedec
+        >>> x_back = wavelet.reconstruct(coeffs)
     """
 
-    def forward(self, x: Tensor) -> List[Tensor]:
+    def forward(self, x: Tensor) -> Tensor:
         r"""
         Args:
             x (Tensor): signals ``(..., N)``, floating point, finite.
 
         Returns:
-            *list* ``[cA_J, cD_J, ..., cD_1]`` as ``pywt.wavedec``.
+            *Tensor* ``(..., K)``: every coefficient, ``[cA_J, cD_J, ..., cD_1]`` concatenated
+            (as :class:`~captum_cd.transforms.WaveletTransform`; the list is
+            :meth:`coefficients`).
         """
+        self._check_input(x)
+        return self.transform()(x)
+
+    def inverse(self, s: Tensor, length: Optional[int] = None) -> Tensor:
+        r"""The signals of concatenated coefficients ``s`` (``(..., K)``, as from
+        :meth:`forward`), cut to ``length`` (Default: the length of the last signal
+        :meth:`forward` saw with ``K`` coefficients, else the even length)."""
+        return self.transform().inverse(s, length)
+
+    def coefficients(self, x: Tensor) -> List[Tensor]:
+        r"""``pywt.wavedec(x)``: the list ``[cA_J, cD_J, ..., cD_1]``, each ``(..., K_i)``."""
         self._check_input(x)
         coeffs = wavedec(x, self.filters(), self.levels, self.mode)
         self._sizes[tuple(c.shape[-1] for c in coeffs)] = x.shape[-1]
         return coeffs
 
-    def inverse(self, coeffs: Sequence[Optional[Tensor]], length: Optional[int] = None) -> Tensor:
-        r"""The inverse DWT (``pywt.waverec``), cut to ``length``.
+    def reconstruct(self, coeffs: Sequence[Optional[Tensor]], length: Optional[int] = None) -> Tensor:
+        r"""``pywt.waverec(coeffs)``, cut to ``length``.
 
         Args:
-            coeffs (list of Tensor): as from :meth:`forward`; details may be None.
+            coeffs (list of Tensor): as from :meth:`coefficients`; details may be None.
             length (int, optional): Default: the length of the last signal
-                        :meth:`forward` decomposed into coefficients of these sizes (so odd
-                        lengths come back whole), else pywt's length.
+                        :meth:`coefficients` decomposed into coefficients of these sizes
+                        (so odd lengths come back whole), else pywt's length.
         """
         if length is None and all(c is not None for c in coeffs):
             length = self._sizes.get(tuple(c.shape[-1] for c in coeffs))
         return waverec(list(coeffs), self.filters(), self.mode, length)
 
-    def transform(self) -> WaveletTransform:
-        r"""A :class:`~captum_cd.transforms.WaveletTransform` around this wavelet (its
-        coefficients concatenated), for TRIM and :class:`AWDLoss`."""
+    def _new_transform(self) -> WaveletTransform:
         return WaveletTransform(self, levels=self.levels, mode=self.mode)
 
 
 class AdaptiveWavelet2d(_AdaptiveWaveletBase):
     r"""
     The separable 2-D version of :class:`AdaptiveWavelet` over the last two dimensions
-    (``pywt.wavedec2``), with the same arguments. :meth:`forward` returns
-    ``[cA_J, (cH_J, cV_J, cD_J), ..., (cH_1, cV_1, cD_1)]``.
+    (``pywt.wavedec2``), with the same arguments and methods: :meth:`forward` and
+    :meth:`inverse` on all coefficients concatenated, :meth:`coefficients` and
+    :meth:`reconstruct` on ``[cA_J, (cH_J, cV_J, cD_J), ..., (cH_1, cV_1, cD_1)]``.
     """
 
-    def forward(self, x: Tensor) -> List[Any]:
+    def forward(self, x: Tensor) -> Tensor:
+        r"""Every coefficient of images ``(..., H, W)``, concatenated: ``(..., K)`` (as
+        :class:`~captum_cd.transforms.WaveletTransform2d`; the list is :meth:`coefficients`)."""
+        self._check_input(x)
+        return self.transform()(x)
+
+    def inverse(self, s: Tensor, size: Optional[Sequence[int]] = None) -> Tensor:
+        r"""The images of concatenated coefficients ``s``, cut to ``size`` ``(H, W)``
+        (Default: the size of the last image :meth:`forward` saw with as many coefficients)."""
+        return self.transform().inverse(s, size)
+
+    def coefficients(self, x: Tensor) -> List[Any]:
+        r"""``pywt.wavedec2(x)``: ``[cA_J, (cH_J, cV_J, cD_J), ..., (cH_1, cV_1, cD_1)]``."""
         self._check_input(x)
         coeffs = wavedec2(x, self.filters(), self.levels, self.mode)
         self._sizes[_shapes_2d(coeffs)] = tuple(x.shape[-2:])
         return coeffs
 
-    def inverse(self, coeffs: Sequence[Any], size: Optional[Sequence[int]] = None) -> Tensor:
-        r"""The inverse (``pywt.waverec2``), cut to ``size`` ``(H, W)`` (Default: the size of
-        the last image decomposed into subbands of these shapes)."""
+    def reconstruct(self, coeffs: Sequence[Any], size: Optional[Sequence[int]] = None) -> Tensor:
+        r"""``pywt.waverec2(coeffs)``, cut to ``size`` ``(H, W)`` (Default: the size of the
+        last image :meth:`coefficients` decomposed into subbands of these shapes)."""
         if size is None:
             size = self._sizes.get(_shapes_2d(coeffs))
         return waverec2(list(coeffs), self.filters(), self.mode, size)
 
-    def transform(self) -> WaveletTransform2d:
-        r"""A :class:`~captum_cd.transforms.WaveletTransform2d` around this wavelet."""
+    def _new_transform(self) -> WaveletTransform2d:
         return WaveletTransform2d(self, levels=self.levels, mode=self.mode)
 
 

@@ -10,6 +10,7 @@ from torch import nn, Tensor
 
 from captum_cd.attr.contextual_decomposition import ContextualDecomposition
 from captum_cd.attr.groups import target_scores
+from captum_cd.penalties.base import ModelLoss
 from captum_cd.wavelets.adaptive import AdaptiveWavelet, AdaptiveWavelet2d, validity_terms
 
 DENSE_MAX = 128  # AWDLoss multiplies by the transform's matrices up to this many samples
@@ -26,7 +27,7 @@ def _resolve_target(target: Any, out: Tensor) -> Any:
     return out.detach().argmax(1)
 
 
-class AWDLoss(nn.Module):
+class AWDLoss(ModelLoss):
     r"""
     The adaptive wavelet distillation loss of a batch of inputs ``x``, with coefficients
     ``s = Psi x`` and reconstruction ``x_hat = Psi^-1 s``. Every term is per example,
@@ -97,18 +98,17 @@ class AWDLoss(nn.Module):
         target: Any = None,
         dense: Optional[bool] = None,
     ) -> None:
-        super().__init__()
+        super().__init__(model)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
         if not isinstance(wavelet, (AdaptiveWavelet, AdaptiveWavelet2d)):
             raise TypeError(f"wavelet must be an AdaptiveWavelet or AdaptiveWavelet2d, got {type(wavelet).__name__}.")
-        self.wavelet = wavelet
-        self.__dict__["model"] = model  # not a submodule: its parameters are not trained
-        self.__dict__["transform"] = wavelet.transform()
+        self.wavelet = wavelet  # the one submodule: its filter is what the loss trains
+        self.hold(transform=wavelet.transform())  # a view of the wavelet, not a second copy
         self.lam_l1, self.lam_interp, self.lam_wave = lam_l1, lam_interp, lam_wave
         self.method, self.target, self.dense = method, target, dense
-        self.__dict__["_teacher"] = _with_detached_parameters(model)
-        self.__dict__["_cd"] = ContextualDecomposition(self._teacher) if method == "cd" else None
+        self._teacher = _with_detached_parameters(model)
+        self._cd = ContextualDecomposition(self._teacher) if method == "cd" else None
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         r"""
