@@ -108,11 +108,8 @@ def _no_grad(fn, *args):
 
 
 def _eager(fn, *args):
-    decomposition.LAZY_ELEMENTWISE = False
-    try:
+    with decomposition.lazy_elementwise(False):
         return _no_grad(fn, *args)
-    finally:
-        decomposition.LAZY_ELEMENTWISE = True
 
 
 def report(results: dict) -> None:

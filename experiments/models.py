@@ -1,7 +1,8 @@
 """Small reference models of the papers' experiments, and a plain training loop.
 
-They are ordinary ``nn.Module``s written the way people write them (functional ReLUs
-and pooling in ``forward``); nothing in the library depends on them.
+Ordinary ``nn.Module``s; nothing in the library depends on them. The CNNs are
+``nn.Sequential`` with ReLU and pooling modules (see below); models written with
+functional ReLUs and pooling in ``forward`` are in the tests.
 """
 
 from typing import Optional

@@ -225,15 +225,15 @@ def test_cat_skips_an_empty_legacy_tensor_like_torch():
     torch.testing.assert_close(rel, masks[:, None].expand(2, 2, 3, 4) * x)
 
 
-def test_rms_norm_by_hand_also_with_eager_elementwise_steps(monkeypatch):
+def test_rms_norm_by_hand_also_with_eager_elementwise_steps():
     """The statistic's own parts are never computed, also when elementwise steps run at once."""
-    from captum_cd.attr import decomposition
+    from captum_cd.attr.decomposition import lazy_elementwise
 
-    monkeypatch.setattr(decomposition, "LAZY_ELEMENTWISE", False)
     model = Lambda(lambda h: h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True)))
     x = torch.randn(2, 5, dtype=DT)
     masks = (torch.rand(3, 5) > 0.5).to(DT)
-    rel = _decompose(model, x, masks)
+    with lazy_elementwise(False):
+        rel = _decompose(model, x, masks)
     torch.testing.assert_close(rel, _decompose(Lambda(lambda h: F.rms_norm(h, (5,), eps=0.0)), x, masks), rtol=0, atol=1e-12)
 
 

@@ -1,6 +1,7 @@
 """The attribution methods and what they stand on: the decomposition engine and its rules."""
 
 from captum_cd.attr import rules  # noqa: F401  (registers the rules)
+from captum_cd.attr import dispatch  # noqa: F401  (answers torch functions on a Decomposition)
 from captum_cd.attr.agglomerative import AgglomerativeCD
 from captum_cd.attr.contextual_decomposition import ContextualDecomposition
 from captum_cd.attr.decomposition import Decomposition

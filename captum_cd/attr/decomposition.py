@@ -25,7 +25,7 @@ import contextlib
 import contextvars
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -89,6 +89,12 @@ class Decomposition(Tensor):
     def irrel(self) -> Tensor:
         return self.full - self.rel
 
+    def lazy_parts(self) -> Tuple[Tensor, Tuple[Pending, ...]]:
+        r"""The relevant parts before the pending elementwise steps, and those steps. For
+        rules that commute with the steps (a gather, a pass-through) and keep them pending,
+        or that replace them; any other rule reads :attr:`rel`."""
+        return self._rel, self._pending
+
     def _assign(self, other: "Decomposition") -> "Decomposition":
         """The result of an in-place op on this value: rebinds its parts (the storage is
         never read). A view writes into its base instead, as torch's views do, and the
@@ -108,13 +114,27 @@ class Decomposition(Tensor):
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        from captum_cd.attr.dispatch import dispatch
-
-        return dispatch(func, args, kwargs or {})
+        return _dispatch(func, args, kwargs or {})
 
     def __repr__(self) -> str:  # pragma: no cover - a convenience for debugging
         with torch._C.DisableTorchFunctionSubclass():
             return f"Decomposition(groups={self.groups}, full={self.full!r})"
+
+
+def _not_ready(func: Callable, args: tuple, kwargs: dict) -> Any:
+    raise RuntimeError("no dispatcher for Decomposition: import captum_cd (captum_cd.attr.dispatch installs it).")
+
+
+# How a torch function on a Decomposition is answered. The dispatcher looks rules up in the
+# registry, whose rules are built on this module, so it installs itself when it loads
+# (captum_cd.attr.dispatch) instead of being imported here.
+_dispatch: Callable[[Callable, tuple, dict], Any] = _not_ready
+
+
+def set_dispatcher(dispatcher: Callable[[Callable, tuple, dict], Any]) -> None:
+    """Installs the function that answers every torch function called on a Decomposition."""
+    global _dispatch
+    _dispatch = dispatcher
 
 
 class ViewOf:
@@ -195,8 +215,19 @@ def apply_pending(rel: Tensor, pending: Sequence[Pending]) -> Tensor:
 
 
 # Elementwise steps wait for the next op (so a max pool can run them on its winners only).
-# False runs them at once; the speed benchmark measures the difference.
-LAZY_ELEMENTWISE = True
+_LAZY_ELEMENTWISE: contextvars.ContextVar[bool] = contextvars.ContextVar("captum_cd_lazy_elementwise", default=True)
+
+
+@contextlib.contextmanager
+def lazy_elementwise(lazy: bool) -> Iterator[None]:
+    r"""Whether elementwise steps (bias splits, activations) wait for the next op, as by
+    default, or run at once: within this block, in this thread only. The values are the
+    same either way; the speed benchmark measures the difference."""
+    token = _LAZY_ELEMENTWISE.set(lazy)
+    try:
+        yield
+    finally:
+        _LAZY_ELEMENTWISE.reset(token)
 
 
 def pending_decomposition(
@@ -207,7 +238,7 @@ def pending_decomposition(
     ``base`` is either the input Decomposition of an elementwise op (its pending chain is
     extended without materialising it) or an already computed rel tensor.
     """
-    if not LAZY_ELEMENTWISE:
+    if not _LAZY_ELEMENTWISE.get():
         return Decomposition(full, step(base.rel if isinstance(base, Decomposition) else base, *context))
     if isinstance(base, Decomposition):
         return Decomposition(full, base._rel, base._pending + ((step, context),))

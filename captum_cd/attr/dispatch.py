@@ -1,10 +1,11 @@
-"""From a torch function call on a Decomposition to the rule that answers it."""
+"""From a torch function call on a Decomposition to the rule that answers it. Installed as
+the Decomposition's dispatcher when this module loads (the value does not import it)."""
 
 from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from captum_cd.attr.decomposition import Decomposition, DecompositionContext, current_context, mark_view
+from captum_cd.attr.decomposition import current_context, Decomposition, DecompositionContext, mark_view, set_dispatcher
 from captum_cd.attr.errors import (
     DecompositionError,
     UnsupportedOperationError,
@@ -88,3 +89,6 @@ def _unsupported_message(func: Callable, context: DecompositionContext) -> str:
         "captum_cd.attr.rules has the families to reuse (linear, relu_form, "
         "shapley_activation, ...)."
     )
+
+
+set_dispatcher(dispatch)

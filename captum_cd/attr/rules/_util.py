@@ -33,10 +33,6 @@ def leaves(value: Any) -> list:
     return out
 
 
-def decompositions(args: tuple, kwargs: dict) -> list:
-    return [v for v in leaves((args, kwargs)) if is_dec(v)]
-
-
 def argument(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
     if len(args) > index:
         return args[index]

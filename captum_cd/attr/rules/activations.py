@@ -38,7 +38,7 @@ T = torch.Tensor
 
 RELU_FORM = [
     F.relu, torch.relu, T.relu,
-    F.leaky_relu, F.relu6, torch._C._nn.relu6, F.hardtanh,
+    F.leaky_relu, F.relu6, torch._C._nn.relu6,
     F.hardshrink, torch.hardshrink, T.hardshrink, F.softshrink,
     torch.abs, T.abs, torch.absolute, T.absolute, T.__abs__,
 ]  # fmt: skip

@@ -149,12 +149,14 @@ def singular(out, x: Decomposition, step, name: str) -> Decomposition:
     it, but its result can still serve as a gate or statistic (product rule 2)."""
     if out.shape != x.full.shape:
         raise DecompositionError(f"{name} of a decomposed value broadcast to a larger shape has no rule.")
-    # Always lazy (whatever LAZY_ELEMENTWISE says): as a statistic the parts are never needed.
+    # Always lazy (whatever lazy_elementwise says): as a statistic the parts are never needed.
+    # The step replaces x's own: x's unmaterialised parts only hold the place.
+    placeholder, _ = x.lazy_parts()
     base = lineage(x)
     if base.root is x:  # a raw activation: step(0) is infinite
-        return Decomposition(out, x._rel, ((functools.partial(_no_decomposition, name=name), ()),))
+        return Decomposition(out, placeholder, ((functools.partial(_no_decomposition, name=name), ()),))
     lin = base._replace(fn=functools.partial(compose, step, base.fn))
-    return with_lineage(Decomposition(out, x._rel, ((functools.partial(_lazy_shapley, lin=lin, out=out), ()),)), lin)
+    return with_lineage(Decomposition(out, placeholder, ((functools.partial(_lazy_shapley, lin=lin, out=out), ()),)), lin)
 
 
 def _lazy_shapley(unused, lin, out):

@@ -89,10 +89,9 @@ def max_pool(func, args, kwargs):
     shape = x.full.shape
     # Gather the unmaterialised relevant part and the pending steps' context, then keep
     # the steps pending: they run on the pooled elements.
-    pending = tuple(
-        (step, tuple(gather_at(c, indices, shape, n) for c in context)) for step, context in x._pending
-    )
-    pooled = Decomposition(out, gather_at(x._rel, indices, shape, n), pending)
+    rel, steps = x.lazy_parts()
+    pending = tuple((step, tuple(gather_at(c, indices, shape, n) for c in context)) for step, context in steps)
+    pooled = Decomposition(out, gather_at(rel, indices, shape, n), pending)
     return (pooled, indices) if wants_indices else pooled
 
 

@@ -28,7 +28,6 @@ _DUNDER_IN_PLACE = {
     "__isub__": "__sub__",
     "__imul__": "__mul__",
     "__itruediv__": "__truediv__",
-    "__idiv__": "__truediv__",
 }
 
 

@@ -20,7 +20,7 @@ def dropout(func, args, kwargs):
     x = args[0] if args else kwargs["input"]
     p, training = argument(args, kwargs, 1, "p", 0.5), argument(args, kwargs, 2, "training", True)
     if not training or p == 0:
-        return Decomposition(x.full, x._rel, x._pending)
+        return Decomposition(x.full, *x.lazy_parts())
     if current_context().training != "batch":
         raise DecompositionError(
             f"{function_name(func)} in training mode zeroes random elements, so the "
