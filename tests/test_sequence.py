@@ -124,14 +124,6 @@ def test_packed_sequences_say_to_pad():
         ContextualDecomposition(model).decompose(torch.randn(2, 3, 4), torch.ones(1, 3, 1))
 
 
-def test_token_masks():
-    masks = token_masks([(0, 2), (3, 4), [1, 3]], 5)
-    expected = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 1, 0], [0, 1, 1, 0, 0]], dtype=torch.float32)
-    assert torch.equal(masks, expected)
-    with pytest.raises(ValueError, match="outside"):
-        token_masks([(3, 7)], 5)
-
-
 # ---------------------------------------------------------------------- transformers
 
 
@@ -293,13 +285,3 @@ def test_phrase_interactions_in_one_call():
         union = torch.maximum(a[p], b[p])
         rel, _ = cd.decompose(text, torch.stack([union, a[p], b[p]])[:, :, None, None])
         torch.testing.assert_close(inter[p], rel[0, :, 1] - rel[1, :, 1] - rel[2, :, 1])
-
-
-def test_grid_ids_and_ids_to_masks():
-    from captum_cd import grid_ids, ids_to_masks
-
-    ids = grid_ids(5, 4, 2)  # a partial last row of blocks
-    assert ids.shape == (1, 1, 5, 4)
-    assert ids[0, 0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3], [4, 4, 5, 5]]
-    masks = ids_to_masks(ids)
-    assert masks.shape == (6, 1, 5, 4) and torch.equal(masks.sum(0), torch.ones(1, 5, 4))
