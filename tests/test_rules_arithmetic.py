@@ -1,4 +1,4 @@
-"""Products, gates and the functions users write by hand (rules in
+"""The arithmetic rules: products, gates and the functions users write by hand (rules in
 ``captum_cd/attr/rules/arithmetic.py`` and ``lineage.py``), float64 throughout."""
 
 import math
