@@ -261,7 +261,6 @@ def recurrent_cell(func, args, kwargs):
     states_in = list(hx) if kind == "lstm" else [hx]
     groups = next(v for v in [x, *states_in] if is_dec(v)).rel.shape[0]
     x = _parts(x, groups)
-    xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())
     states = [_parts(s, groups) for s in states_in]
     if kind == "lstm":
         lstm = LSTMWeights.of(w_hh, _bias(b_ih, b_hh, x.full).expand(w_hh.shape[0]))
@@ -270,6 +269,7 @@ def recurrent_cell(func, args, kwargs):
         h, c = lstm_step(xp, relevant_share(x), states[0], states[1], lstm)
         full_h, full_c = func(x.full, [s.full for s in states], w_ih, w_hh, b_ih, b_hh)
         return Decomposition(full_h, h.rel), Decomposition(full_c, c.rel)
+    xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())  # the LSTM folds its gate scales in above instead
     if kind == "gru":
         h = gru_step(xp, relevant_share(x), states[0], w_hh, b_ih, b_hh)
     else:
