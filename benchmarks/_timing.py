@@ -1,5 +1,8 @@
-"""Timing helpers shared by the benchmarks: medians of interleaved repeats."""
+"""Timing helpers shared by the benchmarks: medians of interleaved repeats, tables (printed,
+and recorded as JSON lines in the file ``$CAPTUM_CD_TABLES`` names, which the tests read)."""
 
+import json
+import os
 import statistics
 import sys
 import time
@@ -27,6 +30,10 @@ def print_table(title: str, rows, headers) -> None:
     print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    record = os.environ.get("CAPTUM_CD_TABLES")
+    if record:
+        with open(record, "a") as f:
+            f.write(json.dumps({"title": title, "headers": [str(h) for h in headers], "rows": [[str(c) for c in r] for r in rows]}) + "\n")
 
 
 _START = time.perf_counter()

@@ -8,13 +8,37 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args, timeout=300):
-    result = subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT},
-    )
+def run(*args, timeout=300, tables=None):
+    """Runs a script from the repository root; with ``tables`` (a path), the tables it prints
+    are also recorded there (benchmarks/_timing.print_table)."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT}
+    if tables is not None:
+        env["CAPTUM_CD_TABLES"] = str(tables)
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def read_tables(path):
+    """The tables a script recorded: title -> rows as dicts keyed by the headers."""
+    tables = {}
+    for line in path.read_text().splitlines():
+        table = json.loads(line)
+        tables[table["title"]] = [dict(zip(table["headers"], row)) for row in table["rows"]]
+    return tables
+
+
+def number(cell):
+    """A table cell such as "12.30", "4.20x" or "3.5e-03" as a float."""
+    return float(cell.rstrip("x%"))
+
+
+def check_timing_table(rows, reference, time_column="median ms", ratio_column="ratio to forward"):
+    """Every time positive, every ratio the row's time over the reference row's time."""
+    base = number(next(r for r in rows if r["method"] == reference)[time_column])
+    for row in rows:
+        assert number(row[time_column]) > 0, row
+        assert abs(number(row[ratio_column]) - number(row[time_column]) / base) <= 0.01 * number(row[ratio_column]) + 0.006, row
 
 
 def test_demo(tmp_path):
@@ -29,9 +53,14 @@ def test_tutorial_cd_vs_captum(tmp_path):
     assert (tmp_path / "tutorial01_pixels.png").exists() and (tmp_path / "tutorial01_groups.png").exists()
 
 
-def test_speed_benchmark_quick():
-    out = run("benchmarks/cd_speed.py", "--quick")
-    assert "A: 1 group, batch 64" in out and "B: 64 groups, 1 image" in out
+def test_speed_benchmark_quick(tmp_path):
+    run("benchmarks/cd_speed.py", "--quick", tables=tmp_path / "tables.jsonl")
+    tables = read_tables(tmp_path / "tables.jsonl")
+    for title, reference in (("A: 1 group, batch 64", "forward"), ("B: 64 groups, 1 image", "forward (batch 65)")):
+        rows = tables[title]
+        methods = {r["method"] for r in rows}
+        assert {reference, "CD", "CD, eager elementwise", "DeepLift", "FeatureAblation"} <= methods
+        check_timing_table(rows, reference)
 
 
 def test_trim_table2_quick_cd_finds_the_bin():
@@ -45,9 +74,13 @@ def test_acd_speed_quick():
     assert "iterations" in out
 
 
-def test_text_speed_quick():
-    out = run("benchmarks/text_speed.py", "--quick")
-    assert "CD, 64 phrases" in out
+def test_text_speed_quick(tmp_path):
+    run("benchmarks/text_speed.py", "--quick", tables=tmp_path / "tables.jsonl")
+    tables = read_tables(tmp_path / "tables.jsonl")
+    assert len(tables) == 2  # the LSTM and the transformer
+    for rows in tables.values():
+        assert "CD, 64 phrases" in {r["method"] for r in rows}
+        check_timing_table(rows, "forward (batch 65)")
 
 
 def test_tutorial_agglomerative_cd(tmp_path):
@@ -80,9 +113,15 @@ def test_cdep_experiments_quick(tmp_path):
     assert again.split("Summary:")[1] == out.split("Summary:")[1].split("(total")[0]  # the same tables from the records
 
 
-def test_cdep_cost_quick():
-    out = run("benchmarks/cdep_cost.py", "--quick")
-    assert "CDEP, 8 regions, shared pass" in out
+def test_cdep_cost_quick(tmp_path):
+    run("benchmarks/cdep_cost.py", "--quick", tables=tmp_path / "tables.jsonl")
+    (rows,) = read_tables(tmp_path / "tables.jsonl").values()
+    methods = {r["method"] for r in rows}
+    assert {"vanilla", "CDEP, 8 regions", "CDEP, 8 regions, shared pass", "RRR"} <= methods
+    check_timing_table(rows, "vanilla", ratio_column="time ratio")
+    vanilla = next(r for r in rows if r["method"] == "vanilla")
+    assert number(vanilla["saved-for-backward ratio"]) == 1.0
+    assert all(number(r["saved-for-backward ratio"]) > 0 for r in rows)
 
 
 def test_tutorial_cdep():
@@ -97,17 +136,29 @@ def test_tutorial_trim_images(tmp_path):
 
 
 def test_tutorial_awd(tmp_path):
-    out = run("tutorials/05_awd.py", "--quick", "--out", str(tmp_path))
-    assert "equals pywt.wavedec: True" in out
-    scales = eval(out.split("per scale [cA_3, cD_3, cD_2, cD_1]:")[1].splitlines()[0])
-    assert max(range(4), key=scales.__getitem__) == 1  # the target lives in cD_3
+    run("tutorials/05_awd.py", "--quick", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "tutorial05_results.json").read_text())
+    assert results["equals_pywt"] is True
+    scales = results["scale_scores"]  # [cA_3, cD_3, cD_2, cD_1]
+    assert len(scales) == 4 and max(range(4), key=scales.__getitem__) == 1  # the target lives in cD_3
+    assert all(r <= 1 for r in results["distilled_r2"].values()) and results["lam_interp"] in (0.01, 0.1)
     assert (tmp_path / "tutorial05_wavelet.png").stat().st_size > 0
 
 
-def test_awd_benchmark_quick():
-    out = run("benchmarks/awd_simulation.py", "--quick")
-    for table in ("AWD epoch", "AWD simulation", "mnist1d"):
-        assert table in out
+def test_awd_benchmark_quick(tmp_path):
+    run("benchmarks/awd_simulation.py", "--quick", tables=tmp_path / "tables.jsonl")
+    tables = read_tables(tmp_path / "tables.jsonl")
+    epoch, simulation, mnist = (next(rows for title, rows in tables.items() if title.startswith(start))
+                                for start in ("AWD epoch", "AWD simulation", "mnist1d"))
+    assert {"captum-cd, saliency", "captum-cd, input_x_gradient", "captum-cd, cd"} <= {r["implementation"] for r in epoch}
+    assert all(number(r["seconds"]) > 0 for r in epoch)
+    for row in simulation:
+        assert all(number(row[k]) >= 0 for k in ("distance before", "after", "reconstruction", "validity")), row
+        assert number(row["distilled R^2"]) <= 1
+    noisy = next(r for r in simulation if r["start"] == "db5 + noise 0.3")
+    assert number(noisy["after"]) < number(noisy["distance before"])  # fitting moves the wavelet towards db5
+    assert {r["model"] for r in mnist} == {"CNN teacher", "AWD distilled", "db5 distilled"}
+    assert all(0 <= number(r["test accuracy"]) <= 1 for r in mnist)
 
 
 def test_tutorial_decoder_phrases():

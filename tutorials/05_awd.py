@@ -16,6 +16,7 @@
 
 # %%
 import argparse
+import json
 import os
 import warnings
 
@@ -73,10 +74,11 @@ print(f"teacher test R^2: {1 - ((prediction - y[split:]) ** 2).mean() / y[split:
 # %%
 wavelet = AdaptiveWavelet("db5", levels=3, mode="zero")
 coefficients = wavelet.coefficients(x_test[:4].double())
-print("equals pywt.wavedec:", all(
+equals_pywt = all(
     np.allclose(ours.detach().numpy(), theirs)
     for ours, theirs in zip(coefficients, pywt.wavedec(X[split:split + 4].astype(np.float64), "db5", mode="zero", level=3))
-))
+)
+print("equals pywt.wavedec:", equals_pywt)
 
 # %% [markdown]
 # ## AWDLoss in your own loop
@@ -139,9 +141,17 @@ print("mean |CD score| per scale [cA_3, cD_3, cD_2, cD_1]:", [round(v, 3) for v 
 fixed = WaveletDistilledRegressor("db5", levels=3, m=6).fit(X[:split], y[:split])
 search = GridSearchCV(
     WaveletDistilledRegressor("db5", levels=3, m=6, teacher=teacher, lam_l1=0.1, init_noise=0.3, lr=1e-2,
-                     epochs=2 if args.quick else 15, random_state=0),
+                              epochs=2 if args.quick else 15, random_state=0),
     {"lam_interp": [0.01, 0.1] if args.quick else [0.01, 0.1, 1.0]}, cv=2 if args.quick else 3,
 )
 search.fit(X[:split], y[:split])
-print(f"distilled R^2 on the test split: fixed db5 {fixed.score(X[split:], y[split:]):.3f}, "
-      f"AWD {search.score(X[split:], y[split:]):.3f} (lam_interp {search.best_params_['lam_interp']})")
+results = {
+    "equals_pywt": equals_pywt,
+    "scale_scores": by_scale,  # [cA_3, cD_3, cD_2, cD_1]
+    "distilled_r2": {"fixed db5": fixed.score(X[split:], y[split:]), "AWD": search.score(X[split:], y[split:])},
+    "lam_interp": search.best_params_["lam_interp"],
+}
+print(f"distilled R^2 on the test split: fixed db5 {results['distilled_r2']['fixed db5']:.3f}, "
+      f"AWD {results['distilled_r2']['AWD']:.3f} (lam_interp {results['lam_interp']})")
+with open(os.path.join(args.out, "tutorial05_results.json"), "w") as f:
+    json.dump(results, f, indent=1)  # what the test suite checks

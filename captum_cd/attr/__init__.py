@@ -1,4 +1,15 @@
-"""The attribution methods and what they stand on: the decomposition engine and its rules."""
+"""The attribution methods and what they stand on.
+
+- the methods, one Captum class each: :mod:`.contextual_decomposition` (also the engine's
+  entry, ``forward_decomposition``), :mod:`.layer_contextual_decomposition`,
+  :mod:`.neuron_contextual_decomposition`, :mod:`.agglomerative`, :mod:`.trim`
+  (with :mod:`.transforms`);
+- :mod:`.groups`: features -> groups -> masks -> relevant parts -> target scores, shared
+  by every method; :mod:`.masks` and :mod:`.text` build masks and read scores for users;
+- the engine: :mod:`.decomposition` (the value and the call's context), :mod:`.dispatch`
+  (torch function -> rule), :mod:`.rules` (one family a file, and the registry),
+  :mod:`.module_rules` (rules for one module), :mod:`.errors`.
+"""
 
 from captum_cd.attr import rules  # noqa: F401  (registers the rules)
 from captum_cd.attr import dispatch  # noqa: F401  (answers torch functions on a Decomposition)

@@ -1,4 +1,7 @@
-"""Contextual decomposition (CD) as a Captum attribution method."""
+"""Contextual decomposition (CD) as a Captum attribution method, and the engine's entry:
+:meth:`ContextualDecomposition.forward_decomposition` runs the model on
+:class:`~captum_cd.Decomposition` values (or starts them at ``layer``) with the call's
+context and module rules installed. Groups, masks and targets are :mod:`captum_cd.attr.groups`."""
 
 import contextlib
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
