@@ -15,6 +15,7 @@ regions' scores side by side to ``outputs/demo.png``.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -49,7 +50,8 @@ def main(out_dir: str) -> None:
     x_train, y_train, x_test, y_test = load_digits()
     start = time.perf_counter()
     model = train_classifier(small_cnn(), x_train, y_train, epochs=15)
-    print(f"small CNN on digits: test accuracy {accuracy(model, x_test, y_test):.3f} "
+    results = {"test accuracy": accuracy(model, x_test, y_test), "methods": {}}
+    print(f"small CNN on digits: test accuracy {results['test accuracy']:.3f} "
           f"(trained in {time.perf_counter() - start:.1f} s)")
 
     images = x_test[:32]
@@ -73,10 +75,13 @@ def main(out_dir: str) -> None:
     for name in methods:
         corr = torch.stack([torch.corrcoef(torch.stack([scores["CD"][i], scores[name][i]]))[0, 1] for i in range(len(images))])
         print(f"{name:<22}{seconds[name]:>9.3f}{corr.nanmean().item():>15.2f}")
+        results["methods"][name] = {"seconds": seconds[name], "corr. with CD": corr.nanmean().item()}
 
     path = os.path.join(out_dir, "demo.png")
     plot(images[:4], predicted[:4], scores, ids, path)
     print(f"\npicture: {path}")
+    with open(os.path.join(out_dir, "demo_results.json"), "w") as f:
+        json.dump(results, f, indent=1)  # what the test suite checks
 
 
 def plot(images, predicted, scores, ids, path) -> None:
