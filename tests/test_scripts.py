@@ -1,6 +1,7 @@
 """The demo, the tutorials and the benchmarks run end to end (quick modes)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -90,8 +91,14 @@ def test_text_speed_quick(tmp_path):
 
 
 def test_tutorial_agglomerative_cd(tmp_path):
-    out = run("tutorials/02_agglomerative_cd.py", "--quick", "--out", str(tmp_path))
-    assert "levels" in out
+    run("tutorials/02_agglomerative_cd.py", "--quick", "--out", str(tmp_path))
+    h = json.loads((tmp_path / "tutorial02_text0.json").read_text())  # "the acting is not bad at all , ..."
+    words = 14
+    assert h["kind"] == "1d" and h["unit_map"] == list(range(words)) and len(h["unit_scores"]) == words
+    assert h["levels"] and all(math.isfinite(c["score"]) for level in h["levels"] for c in level)
+    for level in h["levels"]:  # the components of a level are disjoint sets of the sentence's tokens
+        units = [u for c in level for u in c["units"]]
+        assert len(units) == len(set(units)) and set(units) <= set(range(words))
     for name in ("tutorial02_text0.png", "tutorial02_image0.png", "tutorial02_superpixels.png", "tutorial02_captum_view.png"):
         assert (tmp_path / name).stat().st_size > 0
 
