@@ -149,8 +149,15 @@ def test_tutorial_cdep(tmp_path):
 
 
 def test_tutorial_trim_images(tmp_path):
-    out = run("tutorials/03_trim_images.py", "--quick", "--out", str(tmp_path))
-    assert "band scores" in out and "scale scores" in out
+    run("tutorials/03_trim_images.py", "--quick", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "tutorial03_results.json").read_text())
+    methods = set(results["seconds"])
+    assert "CD" in methods and len(methods) > 1 and all(s > 0 for s in results["seconds"].values())
+    for kind, groups in (("band scores", None), ("scale scores", 4)):  # scales: cA_3 and three detail levels
+        assert set(results[kind]) == methods
+        lengths = {len(scores) for scores in results[kind].values()}
+        assert len(lengths) == 1 and (groups is None or lengths == {groups}), (kind, lengths)
+        assert all(math.isfinite(v) for scores in results[kind].values() for v in scores)
     assert (tmp_path / "tutorial03_trim.png").stat().st_size > 0
 
 

@@ -11,6 +11,7 @@
 
 # %%
 import argparse
+import json
 import os
 import time
 import warnings
@@ -116,3 +117,6 @@ for ax, scores, xlabel in ((axes[1], band_scores, "radial frequency band (low to
 fig.tight_layout()
 show(fig, os.path.join(args.out, "tutorial03_trim.png"), dpi=100)
 print("picture:", os.path.join(args.out, "tutorial03_trim.png"))
+with open(os.path.join(args.out, "tutorial03_results.json"), "w") as f:  # what the test suite checks
+    json.dump({"band scores": {k: v.tolist() for k, v in band_scores.items()},
+               "scale scores": {k: v.tolist() for k, v in scale_scores.items()}, "seconds": seconds}, f, indent=1)
