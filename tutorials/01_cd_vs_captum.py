@@ -17,6 +17,7 @@
 
 # %%
 import argparse
+import json
 import os
 import time
 import warnings
@@ -178,6 +179,9 @@ header = f"{'method':<20}{'infid. pixels':>14}{'infid. blocks':>14}{'max-sens.':
 print(header)
 for name, pi, gi, se, ps, gs in rows:
     print(f"{name:<20}{pi:>14.4f}{gi:>14.4f}{se:>11.3f}{ps:>10.3f}{gs:>10.3f}")
+with open(os.path.join(args.out, "tutorial01_results.json"), "w") as f:  # what the test suite checks
+    keys = ("infidelity pixels", "infidelity blocks", "max-sensitivity", "seconds pixels", "seconds blocks")
+    json.dump({row[0]: dict(zip(keys, row[1:])) for row in rows}, f, indent=1)
 
 # %% [markdown]
 # Reading the table: on single pixels the gradient methods are the natural tool; on
