@@ -318,39 +318,6 @@ def test_gradcheck_through_decompose_float64():
     assert torch.autograd.gradcheck(of_weight, (net[0].weight.detach().clone().requires_grad_(),))
 
 
-
-def test_gradcheck_through_overlapping_max_pool_with_pending_steps():
-    # Overlapping windows: one element wins several outputs, so the pooled gather's
-    # backward must add; the pending bias split and ReLU are gathered along.
-    torch.manual_seed(4)
-    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(3, stride=1, padding=1), nn.Flatten(), nn.Linear(3 * 25, 2)).double()
-    x = torch.randn(2, 2, 7, 7, dtype=torch.float64, requires_grad=True)
-    masks = (torch.rand(2, 1, 7, 7, generator=torch.Generator().manual_seed(0)) > 0.5).double()
-    cd = ContextualDecomposition(net)
-    assert torch.autograd.gradcheck(lambda inp: cd.decompose(inp, masks)[0], (x,))
-
-    def of_weight(w):
-        model = lambda inp: torch.func.functional_call(net, {"0.weight": w}, (inp,))  # noqa: E731
-        return ContextualDecomposition(model).decompose(x.detach(), masks)[0]
-
-    assert torch.autograd.gradcheck(of_weight, (net[0].weight.detach().clone().requires_grad_(),))
-
-
-def test_gradcheck_through_max_along_a_dimension():
-    class TokenMax(nn.Module):  # max pooling over tokens, as text models do
-        def __init__(self):
-            super().__init__()
-            self.proj, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
-
-        def forward(self, x):
-            return self.out(torch.relu(self.proj(x)).max(dim=1).values + torch.tanh(self.proj(x)).amax(dim=1))
-
-    torch.manual_seed(5)
-    net = TokenMax().double()
-    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
-    masks = torch.tensor([[1.0, 1, 0, 0, 0], [0, 0, 1, 1, 0]], dtype=torch.float64).unsqueeze(-1)
-    assert torch.autograd.gradcheck(lambda inp: ContextualDecomposition(net).decompose(inp, masks)[0], (x,))
-
 def test_float64_and_device_follow_the_inputs():
     net = Functional().double().eval()
     x = torch.randn(1, 3, 16, 16, dtype=torch.float64)

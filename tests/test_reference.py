@@ -1,5 +1,6 @@
 """The library equals independent computations: a straight-line CD written in the tests,
-the original ``acd`` package (0.0.2), and hand-derived small cases."""
+the original ``acd`` package (0.0.2), and hand-derived small cases of the affine rule (the
+other rule families' hand-derived cases are in tests/test_rules_*.py)."""
 
 import copy
 
@@ -107,38 +108,3 @@ def test_hand_derived_bias_with_nothing_to_split_is_halved():
     lin.bias.data.fill_(4.0)
     rel, irrel = ContextualDecomposition(lin).decompose(torch.zeros(1, 1), torch.ones(1, 1))
     assert rel.item() == 2.0 and irrel.item() == 2.0
-
-
-def test_hand_derived_shapley_tanh():
-    # tanh of beta = 1, gamma = 2: beta' = (tanh 1 - 0 + tanh 3 - tanh 2) / 2.
-    x, mask = torch.tensor([[3.0]]), torch.tensor([[1.0 / 3.0]])
-    rel, irrel = ContextualDecomposition(nn.Tanh()).decompose(x, mask)
-    t = torch.tanh
-    expected = 0.5 * (t(torch.tensor(1.0)) + t(torch.tensor(3.0)) - t(torch.tensor(2.0)))
-    torch.testing.assert_close(rel[0, 0, 0], expected)
-    torch.testing.assert_close(irrel[0, 0, 0], t(torch.tensor(3.0)) - expected)
-
-
-def test_hand_derived_sigmoid_gives_f0_to_irrelevant():
-    # sigmoid(0) = 1/2 goes to gamma: an empty group has relevance 0 exactly.
-    rel, irrel = ContextualDecomposition(nn.Sigmoid()).decompose(torch.tensor([[0.7, -1.2]]), torch.zeros(1, 2))
-    assert torch.equal(rel, torch.zeros_like(rel))
-    torch.testing.assert_close(irrel[0], torch.sigmoid(torch.tensor([[0.7, -1.2]])))
-
-
-def test_hand_derived_max_pool_takes_winners_from_full():
-    # Full = (1, 5, 2, 0): window winner is index 1 even though beta is larger at index 0.
-    x = torch.tensor([[[1.0, 5.0, 2.0, 0.0]]])
-    mask = torch.tensor([[[1.0, 0.0, 1.0, 0.0]]])
-    rel, irrel = ContextualDecomposition(nn.MaxPool1d(2)).decompose(x, mask)
-    torch.testing.assert_close(rel[0], torch.tensor([[[0.0, 2.0]]]))
-    torch.testing.assert_close(irrel[0], torch.tensor([[[5.0, 0.0]]]))
-
-
-def test_batchnorm_splits_shift_50_50_when_both_parts_are_zero():
-    bn = nn.BatchNorm1d(1).eval()
-    bn.running_mean.fill_(1.0)  # shift = -1 * weight / sqrt(var + eps)
-    rel, irrel = ContextualDecomposition(bn).decompose(torch.zeros(1, 1), torch.ones(1, 1))
-    expected = -0.5 / (1 + bn.eps) ** 0.5
-    torch.testing.assert_close(rel.squeeze(), torch.tensor(expected))
-    torch.testing.assert_close(irrel.squeeze(), torch.tensor(expected))
