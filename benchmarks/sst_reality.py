@@ -17,9 +17,14 @@ with Captum's methods.
 
     python benchmarks/sst_reality.py            # the full run (several minutes)
     python benchmarks/sst_reality.py --quick    # small models, 30 test sentences
+
+The tables are printed and written, with the counts behind them, to
+``<out>/sst_reality_results.json`` (``--out``, default ``outputs``).
 """
 
 import argparse
+import json
+import math
 import os
 import statistics
 import sys
@@ -34,32 +39,14 @@ from torch import nn
 from captum_cd import AgglomerativeCD, ContextualDecomposition, token_masks
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
-from experiments.datasets.sst import NEGATIONS, encode, load_sst, SSTExample, Vocab  # noqa: E402
+from experiments.datasets.sst import NEGATIONS  # noqa: E402
 from experiments.models import accuracy, LSTMSentiment, train_classifier, TransformerSentiment  # noqa: E402
+from experiments.sst_phrases import is_scored, PositiveMinusNegative, sst_data  # noqa: E402
 
 try:
     from benchmarks._timing import progress
 except ImportError:
     from _timing import progress
-
-
-class PositiveMinusNegative(nn.Module):
-    """The score every method explains: logit(positive) - logit(negative)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens):
-        logits = self.model(tokens)
-        return logits[:, 1] - logits[:, 0]
-
-
-def training_data(train, vocab, quick):
-    if quick:
-        return encode(train[:1500], vocab)
-    phrases = [SSTExample(e.tokens[p.start : p.stop], p.label, []) for e in train for p in e.phrases if p.label is not None and p.stop - p.start >= 2]
-    return encode(phrases, vocab)
 
 
 def phrase_scores(score_model, embed, ids, spans):
@@ -93,7 +80,7 @@ def evaluate(model, test, vocab, limit):
         ids = torch.tensor([vocab.encode(example.tokens)])
         spans, fine, negated = [], [], []
         for p in example.phrases:
-            if p.label is not None and p.stop - p.start >= 2:
+            if is_scored(p):
                 spans.append((p.start, p.stop))
                 fine.append(p.fine_label)
             if len(p.children) == 2 and p.children[0][1] - p.children[0][0] == 1 and example.tokens[p.children[0][0]] in NEGATIONS:
@@ -131,34 +118,55 @@ def acd_time(model, vocab, test):
     return statistics.median(times), len(h.levels)
 
 
-def main(quick: bool) -> None:
+def main(quick: bool, out_dir: str) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
     warnings.filterwarnings("ignore")
-    train, test = load_sst("train"), load_sst("test")
-    vocab = Vocab(e.tokens for e in train)
-    x, lengths, y = training_data(train, vocab, quick)
-    x_test, l_test, y_test = encode(test, vocab)
+    # quick: the first 1,500 training sentences; the full run: their labelled phrases
+    data = sst_data(sentences=1500 if quick else None, phrases=not quick)
+    test, vocab = data.test, data.vocab
+    (x, lengths, y), (x_test, l_test, y_test) = data.train_tensors, data.test_tensors
     epochs = 1 if quick else 2
     models = {"LSTM": LSTMSentiment(len(vocab)), "Transformer": TransformerSentiment(len(vocab))}
     limit = 30 if quick else len(test)
+    results = {"test sentences": limit, "models": {}}
     for name, model in models.items():
         progress(f"training the {name}")
         start = time.perf_counter()
         train_classifier(model, x, y, epochs=epochs, batch_size=128, lengths=lengths)
         seconds = time.perf_counter() - start
-        print(f"\n{name}: test accuracy {100 * accuracy(model, x_test, y_test, l_test):.1f}% (trained in {seconds:.0f} s)")
+        test_accuracy = accuracy(model, x_test, y_test, l_test)
+        print(f"\n{name}: test accuracy {100 * test_accuracy:.1f}% (trained in {seconds:.0f} s)")
         correlations, flips, count = evaluate(model, test, vocab, limit)
         print(f"  {'method':<26}{'corr. with phrase label':>24}{'negations flipped':>20}")
         for method, corr in correlations.items():
             rate, n = flips[method]
             print(f"  {method:<26}{corr:>24.3f}{rate:>15.1f}% of {n}")
         print(f"  ({count} phrases of {limit} test sentences)")
+        results["models"][name] = {
+            "test accuracy": test_accuracy,
+            "training seconds": seconds,
+            "phrases": count,
+            "methods": {
+                method: {
+                    "corr. with phrase label": corr,
+                    "negations flipped %": None if math.isnan(flips[method][0]) else flips[method][0],
+                    "negations": flips[method][1],
+                }
+                for method, corr in correlations.items()
+            },
+        }
     seconds, levels = acd_time(models["LSTM"], vocab, test)
     print(f"\nAgglomerativeCD, 50-token sentence, LSTM: {seconds:.2f} s ({levels} levels)")
+    results["AgglomerativeCD"] = {"model": "LSTM", "tokens": 50, "seconds": seconds, "levels": levels}
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "sst_reality_results.json"), "w") as f:
+        json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    main(parser.parse_args().quick)
+    parser.add_argument("--out", default="outputs", help="folder for sst_reality_results.json (default: outputs)")
+    arguments = parser.parse_args()
+    main(arguments.quick, arguments.out)

@@ -106,9 +106,26 @@ def test_tutorial_agglomerative_cd(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_sst_reality_quick():
-    out = run("benchmarks/sst_reality.py", "--quick")
-    assert "corr. with phrase label" in out and "AgglomerativeCD, 50-token sentence" in out
+def test_sst_reality_quick(tmp_path):
+    from experiments.datasets.sst import load_sst
+
+    run("benchmarks/sst_reality.py", "--quick", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "sst_reality_results.json").read_text())
+    sentences = load_sst("test")[: results["test sentences"]]
+    phrases = sum(p.label is not None and p.stop - p.start >= 2 for e in sentences for p in e.phrases)
+    assert sorted(results["models"]) == ["LSTM", "Transformer"]
+    for name, model in results["models"].items():
+        assert 0 <= model["test accuracy"] <= 1 and model["training seconds"] > 0, name
+        assert model["phrases"] == phrases > 0, name  # every labelled phrase of two or more words
+        methods = model["methods"]
+        assert sorted(methods) == ["CD", "LayerDeepLift", "LayerIntegratedGradients", "leave phrase out"], name
+        assert all(math.isfinite(m["corr. with phrase label"]) and -1 <= m["corr. with phrase label"] <= 1 for m in methods.values()), name
+        assert len({m["negations"] for m in methods.values()}) == 1, name  # the same negation nodes for every method
+        for m in methods.values():
+            assert (m["negations flipped %"] is None) == (m["negations"] == 0), name
+            assert m["negations flipped %"] is None or 0 <= m["negations flipped %"] <= 100, name
+    acd = results["AgglomerativeCD"]
+    assert acd["seconds"] > 0 and 1 <= acd["levels"] <= acd["tokens"] == 50
 
 
 def test_cdep_experiments_quick(tmp_path):

@@ -40,8 +40,9 @@ from torch import nn  # noqa: E402
 
 from captum_cd import ContextualDecomposition, token_masks  # noqa: E402
 from _notebook import options  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
-from experiments.datasets.sst import encode, load_sst, Vocab  # noqa: E402
+from experiments.datasets.sst import Vocab  # noqa: E402
 from experiments.models import accuracy, train_classifier  # noqa: E402
+from experiments.sst_phrases import is_scored, PositiveMinusNegative, sst_data  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="less training, fewer sentences (the test suite)")
@@ -81,23 +82,9 @@ class DecoderSentiment(nn.Module):
         return self.head(states[torch.arange(tokens.shape[0]), lengths - 1])
 
 
-class PositiveMinusNegative(nn.Module):
-    """The score every method explains: logit(positive) - logit(negative)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens):
-        logits = self.model(tokens)
-        return logits[:, 1] - logits[:, 0]
-
-
-train, test = load_sst("train"), load_sst("test")
-vocab = Vocab(e.tokens for e in train)
-examples = train[:2000] if args.quick else train  # whole sentences
-x, lengths, y = encode(examples, vocab, max_len=64)
-x_test, l_test, y_test = encode(test, vocab, max_len=64)
+data = sst_data(sentences=2000 if args.quick else None, max_len=64)  # whole sentences (experiments/sst_phrases.py)
+test, vocab = data.test, data.vocab
+(x, lengths, y), (x_test, l_test, y_test) = data.train_tensors, data.test_tensors
 model = DecoderSentiment(len(vocab))
 start = time.perf_counter()
 train_classifier(model, x, y, epochs=2 if args.quick else 4, batch_size=32, lr=2e-3, lengths=lengths)
@@ -130,13 +117,13 @@ def phrase_scores(ids, spans):
 sentences = test[:20] if args.quick else test
 scores, labels, seconds = {}, [], {}
 for example in sentences:
-    spans = [(p.start, p.stop) for p in example.phrases if p.label is not None and p.stop - p.start >= 2]
+    spans = [(p.start, p.stop) for p in example.phrases if is_scored(p)]
     if not spans:
         continue
     ids = torch.tensor([vocab.encode(example.tokens)])
     for name, values in phrase_scores(ids, spans).items():
         scores.setdefault(name, []).extend(values)
-    labels.extend(p.fine_label for p in example.phrases if p.label is not None and p.stop - p.start >= 2)
+    labels.extend(p.fine_label for p in example.phrases if is_scored(p))
 print(f"\n{len(labels)} phrases of {len(sentences)} test sentences")
 print(f"  {'method':<26}{'corr. with phrase label':>24}")
 for name, values in scores.items():
@@ -147,7 +134,7 @@ for name, values in scores.items():
 # ## The phrases that drive one prediction
 
 # %%
-example = max(sentences[:50], key=lambda e: sum(p.label is not None and p.stop - p.start >= 2 for p in e.phrases))
+example = max(sentences[:50], key=lambda e: sum(is_scored(p) for p in e.phrases))
 spans = [(p.start, p.stop) for p in example.phrases if p.label is not None and 2 <= p.stop - p.start < len(example.tokens)]
 ids = torch.tensor([vocab.encode(example.tokens)])
 with torch.no_grad():
