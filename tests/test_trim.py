@@ -87,6 +87,14 @@ def test_cd_through_a_transform_is_complete_and_relevant_is_the_inverse_of_the_g
     torch.testing.assert_close(every[:, 0, 0], rel_all[0, :, 1].detach(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("make", [ContextualDecomposition, FeatureAblation])
+def test_a_feature_mask_without_the_batch_dimension_broadcasts_as_in_cd(make):
+    model, x = mlp(), torch.randn(2, 16)
+    bins = frequency_bins(16, band=2)  # (1, 9, 2)
+    trim = TRIM(make(model), Fourier1d(16))
+    torch.testing.assert_close(trim.attribute(x, target=1, feature_mask=bins[0]), trim.attribute(x, target=1, feature_mask=bins))
+
+
 def test_residual_trick_for_a_dictionary_that_does_not_span():
     model, x = mlp(), torch.randn(3, 16)
     transform = DictionaryTransform(torch.randn(5, 16))  # 5 atoms: a residual is left
@@ -129,8 +137,10 @@ def test_clear_errors():
         TRIM(Saliency(model), NoInverse())
     with pytest.raises(TypeError, match="Captum attribution"):
         TRIM(model, Fourier1d(16))
-    with pytest.raises(ValueError, match="does not fit the coefficients"):
+    with pytest.raises(ValueError, match=r"feature_mask 0 has shape \(1, 16\), which does not broadcast to the coefficients' shape \(2, 9, 2\)"):
         TRIM(Saliency(model), Fourier1d(16)).attribute(torch.randn(2, 16), target=0, feature_mask=torch.zeros(1, 16, dtype=torch.long))
+    with pytest.raises(TypeError, match="feature_mask 0 must hold integer group ids, not torch.float32"):  # CD's messages
+        TRIM(Saliency(model), Fourier1d(16)).attribute(torch.randn(2, 16), target=0, feature_mask=torch.zeros(1, 9, 2))
     assert TRIM(Saliency(model), Fourier1d(16)).get_name() == "TRIM"
 
 

@@ -186,11 +186,12 @@ def groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: in
     return len(values), build, assign
 
 
-def broadcast_ids(m: Tensor, shape: torch.Size, i: int, batch: int) -> Tensor:
+def broadcast_ids(m: Tensor, shape: torch.Size, i: int, batch: int, what: str = "the input's") -> Tensor:
     """A feature mask with as many dimensions as the input. As in torch and Captum, missing
     dimensions are leading ones (``(8, 8)`` over ``(B, 1, 8, 8)``); where that does not fit,
     a mask that starts with the batch dimension gets trailing ones instead (token ids
-    ``(1, T)`` over an embedding ``(B, T, E)``)."""
+    ``(1, T)`` over an embedding ``(B, T, E)``). ``what`` names the tensor of shape
+    ``shape`` in the error (TRIM's masks are over the coefficients)."""
     if not isinstance(m, Tensor):
         raise TypeError(f"feature_mask {i} is a {type(m).__name__}; feature masks are tensors of integer group ids.")
     if m.is_floating_point() or m.is_complex() or m.dtype == torch.bool:
@@ -201,7 +202,7 @@ def broadcast_ids(m: Tensor, shape: torch.Size, i: int, batch: int) -> Tensor:
             if fits(candidate):
                 return candidate
     raise ValueError(
-        f"feature_mask {i} has shape {tuple(m.shape)}, which does not broadcast to the input's shape "
+        f"feature_mask {i} has shape {tuple(m.shape)}, which does not broadcast to {what} shape "
         f"{tuple(shape)}: aligned from the last dimension (or, for a mask that starts with the batch "
         f"dimension, from the first), each dimension equal or 1, the first 1 or {batch}."
     )

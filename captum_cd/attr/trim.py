@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import _format_additional_forward_args, TargetType
 from captum_cd.attr.contextual_decomposition import check_no_baselines, ContextualDecomposition
-from captum_cd.attr.groups import groups_from_ids, largest_over_groups, rows_per_pass, target_scores
+from captum_cd.attr.groups import broadcast_ids, groups_from_ids, largest_over_groups, rows_per_pass, target_scores
 from captum_cd.attr.transforms.base import Transform
 
 
@@ -110,7 +110,8 @@ class TRIM(Attribution):
                         Captum's forms. Default: None
             additional_forward_args (Any, optional): Further model arguments.
             feature_mask (Tensor, optional): Integer group ids over the coefficients
-                        (Captum's convention; first dimension 1 or the batch size),
+                        (Captum's convention; first dimension 1 or the batch size;
+                        missing dimensions broadcast as in CD's ``attribute``),
                         e.g. one group per frequency bin
                         (:func:`~captum_cd.transforms.frequency_bins`). Methods that take
                         a feature mask get it; for the others TRIM sums the attributions
@@ -145,8 +146,8 @@ class TRIM(Attribution):
             raise TypeError("TRIM takes one input tensor, or a tuple holding one (a transform acts on one input).")
         coefficients = self.transform(inputs)
         _check_transform(self.transform, inputs, coefficients)
-        if feature_mask is not None:
-            _check_mask(feature_mask, coefficients)
+        if feature_mask is not None:  # CD's checks and broadcasting of feature masks
+            feature_mask = broadcast_ids(feature_mask, coefficients.shape, 0, inputs.shape[0], "the coefficients'")
         user_args = _format_additional_forward_args(additional_forward_args) or ()
         if isinstance(self.method, ContextualDecomposition):
             check_no_baselines(baselines, "TRIM with ContextualDecomposition")
@@ -245,20 +246,6 @@ def _check_transform(transform: Any, inputs: Tensor, coefficients: Tensor) -> No
 
 def _takes_feature_mask(method: Attribution) -> bool:
     return isinstance(method, ContextualDecomposition) or "feature_mask" in inspect.signature(method.attribute).parameters
-
-
-def _check_mask(feature_mask: Tensor, coefficients: Tensor) -> None:
-    shape = coefficients.shape
-    fits = feature_mask.ndim == coefficients.ndim and feature_mask.shape[0] in (1, shape[0]) and all(
-        a in (1, b) for a, b in zip(feature_mask.shape[1:], shape[1:])
-    )
-    if not fits:
-        raise ValueError(
-            f"feature_mask has shape {tuple(feature_mask.shape)}, which does not fit the coefficients "
-            f"of shape {tuple(shape)} (first dimension 1 or {shape[0]}, the others equal or 1)."
-        )
-    if feature_mask.is_floating_point():
-        raise TypeError("feature_mask must hold integer group ids.")
 
 
 def _group_sums(attr: Tensor, feature_mask: Tensor) -> Tensor:
