@@ -45,6 +45,26 @@ def test_gradcheck_in_the_lattice_angles_and_for_a_class_target():
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_the_predicted_target_is_each_examples_largest_output(method):
+    """``"predicted"`` goes through groups.check_target: the same terms as the arg-max
+    classes given as a tensor; CD refuses it (a Captum target form it is not)."""
+    teacher, wavelet = _teacher(outputs=3, seed=2), _noisy(seed=3)
+    x = torch.randn(6, 12, dtype=F64, generator=_gen(4))
+    with torch.no_grad():
+        classes = teacher(x).argmax(1)
+    assert len(set(classes.tolist())) > 1  # the examples' targets differ
+    predicted = AWDLoss(teacher, wavelet, method=method, target="predicted")(x)
+    given = AWDLoss(teacher, wavelet, method=method, target=classes)(x)
+    _close(_stack(predicted), _stack(given).detach(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"'predicted' needs an output of shape \(B, classes\)"):
+        AWDLoss(nn.Sequential(teacher[0], nn.Unflatten(1, (2, 3))), wavelet, method=method, target="predicted")(x)
+    from captum_cd import ContextualDecomposition
+
+    with pytest.raises(TypeError, match="'predicted' is not an output index"):
+        ContextualDecomposition(teacher).attribute(x, target="predicted")
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_backward_trains_the_wavelet_only(method):
     teacher, wavelet = _teacher(), _noisy()
     loss = AWDLoss(teacher, wavelet, method=method)

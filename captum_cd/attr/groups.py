@@ -15,7 +15,7 @@ and the decomposed output into scores.
   and AWD do); a group with an empty mask scores exactly 0
   (:func:`note_empty_groups`, :func:`without_empty_groups`).
 - **Targets**: :func:`check_target` and :func:`target_scores`, Captum's target forms
-  applied to relevant parts ``(G, B, *out)``; :func:`select_rows` takes the rows of the
+  (and, for AWD, ``"predicted"``) applied to relevant parts ``(G, B, *out)``; :func:`select_rows` takes the rows of the
   extra forward arguments that follow the batch when a method samples examples.
 """
 
@@ -77,13 +77,14 @@ def relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "in
     return parts
 
 
-def target_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
+def target_scores(rel: Tensor, full: Tensor, target: TargetType, predicted: bool = False) -> Tensor:
     """Selects the target from ``rel`` of shape ``(G, B, *out)``: one score per group and
-    example, shape ``(G, B)``, with any of Captum's target forms."""
+    example, shape ``(G, B)``, with any of Captum's target forms (and ``"predicted"`` where
+    ``predicted``, see :func:`check_target`)."""
     if full.ndim == 0:
         raise ValueError("the model's output is a scalar (shape ()); CD scores need a batch-first output (B, ...).")
     groups, batch = rel.shape[:2]
-    target = check_target(target, full)
+    target = check_target(target, full, predicted)
     if target is None:
         selected = rel
     else:
@@ -97,13 +98,16 @@ def target_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
     return selected.reshape(groups, batch)
 
 
-def check_target(target: TargetType, full: Tensor) -> TargetType:
+def check_target(target: TargetType, full: Tensor, predicted: bool = False) -> TargetType:
     """Validates ``target`` against the output; returns it with negative indices counted
-    from the end (as an int target is) in every form."""
+    from the end (as an int target is) in every form. With ``predicted`` (AWD's
+    classifiers), ``"predicted"`` is a target too: each example's largest output ``(B, C)``."""
     if target is None:
         return None
     if full.ndim < 2:
         raise ValueError(f"a target selects an output column, but the output has shape {tuple(full.shape)}.")
+    if isinstance(target, str):
+        return _predicted(target, full) if predicted else _not_an_index(target)
     if isinstance(target, Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
             raise TypeError(f"a target tensor must hold integer output indices; got {target.dtype}.")
@@ -131,6 +135,18 @@ def check_target(target: TargetType, full: Tensor) -> TargetType:
         wrap = lambda v: tuple(int(i) % n for i, n in zip(v, full.shape[1:])) if isinstance(v, tuple) else int(v) % full.shape[1]  # noqa: E731
         return [wrap(v) for v in target]
     return target
+
+
+def _predicted(target: str, full: Tensor) -> Tensor:
+    if target != "predicted":
+        raise ValueError(f"target must be None, an int, a tuple, a list or tensor of indices, or 'predicted'; got {target!r}.")
+    if full.ndim != 2:
+        raise ValueError(f"target 'predicted' needs an output of shape (B, classes); got {tuple(full.shape)}.")
+    return full.detach().argmax(1)
+
+
+def _not_an_index(target: str):
+    raise TypeError(f"target {target!r} is not an output index; targets are ints or tuples of ints.")
 
 
 # The two group builders below return (number of groups, build(start, stop) -> the masks

@@ -17,16 +17,6 @@ DENSE_MAX = 128  # AWDLoss multiplies by the transform's matrices up to this man
 METHODS = ("saliency", "input_x_gradient", "cd")
 
 
-def _resolve_target(target: Any, out: Tensor) -> Any:
-    """AWD's targets are Captum's (:func:`~captum_cd.attr.groups.target_scores`) plus
-    ``"predicted"``: each example's largest output."""
-    if not isinstance(target, str):
-        return target
-    if target != "predicted":
-        raise ValueError(f"target must be None, an int, a tensor of indices or 'predicted'; got {target!r}.")
-    return out.detach().argmax(1)
-
-
 class AWDLoss(ModelLoss):
     r"""
     The adaptive wavelet distillation loss of a batch of inputs ``x``, with coefficients
@@ -169,7 +159,7 @@ class AWDLoss(ModelLoss):
             leaf = s.detach().requires_grad_()
             probe = self._synthesise(leaf - leaf.detach(), atoms, x)
             out = self._teacher(x + probe)
-            score = target_scores(out.unsqueeze(0), out, _resolve_target(self.target, out))[0]
+            score = target_scores(out.unsqueeze(0), out, self.target, predicted=True)[0]
             (gradient,) = torch.autograd.grad(score.sum(), leaf, create_graph=True)
         return gradient.abs() if self.method == "saliency" else s * gradient
 
@@ -190,7 +180,7 @@ class AWDLoss(ModelLoss):
         weights = s.reshape(batch, groups).t().reshape(groups, batch, *([1] * (x.dim() - 1)))
         relevant = weights * atoms.unsqueeze(1)  # (G, B, *input shape)
         out = self._cd.forward_decomposition(x, relevant=relevant)
-        return target_scores(out.rel, out.full, _resolve_target(self.target, out.full)).t().reshape(batch, *shape)
+        return target_scores(out.rel, out.full, self.target, predicted=True).t().reshape(batch, *shape)
 
 
 def _with_detached_parameters(model: nn.Module):
