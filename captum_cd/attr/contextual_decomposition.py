@@ -25,6 +25,7 @@ from captum_cd.attr.decomposition import (
     Decomposition,
     DecompositionContext,
     decomposition_context,
+    windowed,
 )
 from captum_cd.attr.errors import DecompositionError
 from captum_cd.attr.groups import (
@@ -217,7 +218,7 @@ class ContextualDecomposition(Attribution):
         with decomposition_context(context), module_rules_installed(self.forward_func, self.module_rules, context):
             if self.layer is None:
                 parts = relevant_parts(inputs, masks, relevant)
-                decomposed = tuple(Decomposition(x, rel) for x, rel in zip(inputs, parts))
+                decomposed = tuple(windowed(x, rel) for x, rel in zip(inputs, parts))
                 out = self.forward_func(*decomposed, *args)
             else:
                 with _decompose_at(self.layer, masks, relevant, self._at_layer_input) as calls:

@@ -19,10 +19,15 @@ Elementwise rules (bias split, activations) do not run at once: they are kept as
 *pending* chain and applied when the value is next needed. A max pool whose winners come
 from the full activation commutes with elementwise maps, so it gathers first and runs the
 chain on a quarter of the elements (conv - ReLU - pool is the common case).
+
+A local group of pixels may keep its relevant part as boxes around the group (a
+*window*, :mod:`captum_cd.attr.windows`): rules that know windows work on the boxes, and
+reading :attr:`Decomposition.rel` gives the dense parts to every other rule.
 """
 
 import contextlib
 import contextvars
+import functools
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
@@ -31,6 +36,7 @@ import torch
 from torch import Tensor
 
 from captum_cd.attr.errors import call_site, DecompositionError
+from captum_cd.attr.windows import crop, find_window, place, spans_map, take, Window
 
 # An elementwise step: fn(rel, *context) where every context tensor broadcasts against
 # the full activation (it is B-sized or a parameter, never G-sized).
@@ -54,12 +60,17 @@ class Decomposition(Tensor):
     _view: Optional["ViewOf"] = None
     # Weak references to the views taken of this value, refreshed when it changes in place.
     _views: Optional[list] = None
+    # Set where ``_rel`` holds only boxes of the map around each group (module docstring).
+    _window: Optional[Window] = None
 
     @staticmethod
-    def __new__(cls, full: Tensor, rel: Tensor, pending: Sequence[Pending] = ()):
+    def __new__(cls, full: Tensor, rel: Tensor, pending: Sequence[Pending] = (), window: Optional[Window] = None):
         # The subclass shares storage with a detached alias of ``full`` for metadata only;
         # every computation goes through ``__torch_function__`` and uses ``self.full``.
-        if not pending and rel.shape[1:] != full.shape:
+        if window is not None:
+            if rel.shape[1:3] != full.shape[:2] or rel.shape[3:] != window.size:
+                raise DecompositionError(f"windowed relevant parts of shape {tuple(rel.shape)} do not fit {tuple(full.shape)}.")
+        elif not pending and rel.shape[1:] != full.shape:
             raise DecompositionError(
                 f"a rule produced relevant parts of shape {tuple(rel.shape)} for an activation of "
                 f"shape {tuple(full.shape)}; they must be (G, *activation shape). If the rule is "
@@ -69,6 +80,7 @@ class Decomposition(Tensor):
         self.full = full
         self._rel = rel
         self._pending = tuple(pending)
+        self._window = window
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -83,6 +95,8 @@ class Decomposition(Tensor):
         if self._pending:
             self._rel = apply_pending(self._rel, self._pending)
             self._pending = ()
+        if self._window is not None:  # every rule that does not know windows reads this
+            self._rel, self._window = place(self._rel, self._window), None
         return self._rel
 
     @property
@@ -93,24 +107,43 @@ class Decomposition(Tensor):
         r"""The relevant parts before the pending elementwise steps, and those steps. For
         rules that commute with the steps (a gather, a pass-through) and keep them pending,
         or that replace them; any other rule reads :attr:`rel`."""
+        if self._window is not None:
+            self.rel
         return self._rel, self._pending
+
+    def lazy_boxes(self) -> Tuple[Tensor, Tuple[Pending, ...]]:
+        r""":meth:`lazy_parts` of a windowed value, kept in its boxes (the steps' context
+        is cut to the boxes too)."""
+        return self._rel, self._pending
+
+    @property
+    def window(self) -> Optional[Window]:
+        """The boxes the relevant parts are kept in, or None (dense)."""
+        return self._window
+
+    def boxes(self) -> Tensor:
+        r"""The windowed relevant parts ``(G, B, C, h, w)``, pending steps applied (for
+        window-aware rules, where :attr:`window` is set)."""
+        if self._pending:
+            self._rel, self._pending = apply_pending(self._rel, self._pending), ()
+        return self._rel
 
     def _assign(self, other: "Decomposition") -> "Decomposition":
         """The result of an in-place op on this value: rebinds its parts (the storage is
         never read). A view writes into its base instead, as torch's views do, and the
         base's views (this one included) are taken again from the updated base."""
         if self._view is None or not self._view.write(other):
-            self._rebind(other.full, other._rel, other._pending)
+            self._rebind(other.full, other._rel, other._pending, other._window)
         return self
 
-    def _rebind(self, full: Tensor, rel: Tensor, pending: Tuple[Pending, ...]) -> None:
-        self.full, self._rel, self._pending = full, rel, pending
+    def _rebind(self, full: Tensor, rel: Tensor, pending: Tuple[Pending, ...], window: Optional[Window] = None) -> None:
+        self.full, self._rel, self._pending, self._window = full, rel, pending, window
         if self._views:
             live = [v for v in (ref() for ref in self._views) if v is not None]
             self._views = [weakref.ref(v) for v in live]
             for view in live:
                 fresh = view._view.take(self)
-                view._rebind(fresh.full, fresh._rel, fresh._pending)
+                view._rebind(fresh.full, fresh._rel, fresh._pending, fresh._window)
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -119,6 +152,15 @@ class Decomposition(Tensor):
     def __repr__(self) -> str:  # pragma: no cover - a convenience for debugging
         with torch._C.DisableTorchFunctionSubclass():
             return f"Decomposition(groups={self.groups}, full={self.full!r})"
+
+
+def windowed(full: Tensor, rel: Tensor) -> Decomposition:
+    """The input's Decomposition: relevant parts kept in boxes where its groups are local
+    on a 2-D map (:mod:`captum_cd.attr.windows`), else dense."""
+    window = find_window(rel) if full.ndim == 4 else None
+    if window is None:
+        return Decomposition(full, rel)
+    return Decomposition(full, take(rel, window), window=window)
 
 
 def _not_ready(func: Callable, args: tuple, kwargs: dict) -> Any:
@@ -231,18 +273,58 @@ def lazy_elementwise(lazy: bool) -> Iterator[None]:
 
 
 def pending_decomposition(
-    full: Tensor, base: Decomposition | Tensor, step: Callable[..., Tensor], *context: Tensor
+    full: Tensor, base: Decomposition | Tensor, step: Callable[..., Tensor], *context: Tensor, window: Optional[Window] = None
 ) -> Decomposition:
     """A Decomposition of ``full`` whose rel is ``step(rel_of_base, *context)``, applied lazily.
 
     ``base`` is either the input Decomposition of an elementwise op (its pending chain is
-    extended without materialising it) or an already computed rel tensor.
+    extended without materialising it) or an already computed rel tensor (boxes of
+    ``window``, if given). A windowed base stays windowed where the step keeps a zero
+    relevant part at zero (:func:`keeps_zero`); its context is cut to the boxes.
     """
-    if not _LAZY_ELEMENTWISE.get():
-        return Decomposition(full, step(base.rel if isinstance(base, Decomposition) else base, *context))
     if isinstance(base, Decomposition):
-        return Decomposition(full, base._rel, base._pending + ((step, context),))
-    return Decomposition(full, base, ((step, context),))
+        window = base._window
+    if window is not None and full.shape[-2:] == window.map_size and _keeps_window(step, context):
+        context = tuple(crop(c, window) for c in context)
+    elif window is not None:  # the dense parts, then the step as everywhere else
+        base, window = place(base.boxes() if isinstance(base, Decomposition) else base, window), None
+    if not _LAZY_ELEMENTWISE.get():
+        rel = base if not isinstance(base, Decomposition) else base.boxes() if window is not None else base.rel
+        return Decomposition(full, step(rel, *context), window=window)
+    if isinstance(base, Decomposition):
+        return Decomposition(full, base._rel, base._pending + ((step, context),), window=window)
+    return Decomposition(full, base, ((step, context),), window=window)
+
+
+# Elementwise steps that map a zero relevant part to zero (so a window stays exact), each
+# with a check of its context that says where that fails (None: it never does).
+_KEEPS_ZERO: Dict[Callable, Optional[Callable[..., bool]]] = {}
+
+
+def keeps_zero(step: Callable, unless: Optional[Callable[..., bool]] = None) -> Callable:
+    """Declares that ``step(0, *context)`` is 0, unless ``unless(*context)`` is True: a
+    windowed relevant part stays windowed through it (:mod:`captum_cd.attr.windows`)."""
+    _KEEPS_ZERO[step] = unless
+    return step
+
+
+def _keeps_window(step: Callable, context: tuple) -> bool:
+    func = step.func if isinstance(step, functools.partial) else step
+    if func not in _KEEPS_ZERO or _binds_map_tensor(step):
+        return False
+    unless = _KEEPS_ZERO[func]
+    return unless is None or not unless(*context)
+
+
+def _binds_map_tensor(value: Any) -> bool:
+    # A tensor bound into the step (not passed as context) is not cut to the boxes.
+    if isinstance(value, functools.partial):
+        value = (*value.args, *value.keywords.values())
+    if isinstance(value, dict):
+        value = tuple(value.values())
+    if isinstance(value, (tuple, list)):
+        return any(_binds_map_tensor(v) for v in value)
+    return spans_map(value)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, replace_argument, split_bias
 from captum_cd.attr.rules.registry import register_rule
 from captum_cd.attr.rules.structural import _bilinear
+from captum_cd.attr.windows import DENSE_SHARE, inputs_for, place, slide, Sliding
 
 # function -> number of spatial dimensions (0 for linear: any leading dimensions work)
 AFFINE = {
@@ -36,6 +37,10 @@ def affine(func, args, kwargs):
             "or bias is a product of two decomposed values, which has no affine rule."
         )
     out = func(*fulls(args), **fulls(kwargs))
+    if x.window is not None and func is F.conv2d and x.full.ndim == 4:
+        windowed = conv2d_in_windows(x, out, args, kwargs)
+        if windowed is not None:
+            return windowed
     rest_args, rest_kwargs = replace_argument(args, kwargs, 2, "bias", None)
     rest_args, rest_kwargs = rest_args[1:], {k: v for k, v in rest_kwargs.items() if k != "input"}
 
@@ -51,6 +56,31 @@ def affine(func, args, kwargs):
     if spatial:
         bias = bias.view(-1, *([1] * spatial))
     return pending_decomposition(out, u, split_bias, out, bias)
+
+
+def conv2d_in_windows(x: Decomposition, out, args, kwargs):
+    """A 2-D convolution of relevant parts kept in windows: each group's output box from
+    the input region it reads (:mod:`captum_cd.attr.windows`); None for string padding."""
+    weight, bias = argument(args, kwargs, 1, "weight"), argument(args, kwargs, 2, "bias")
+    stride, padding, dilation = (
+        _pair(argument(args, kwargs, i, name, default)) for i, name, default in ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1))
+    )
+    if isinstance(padding[0], str):
+        return None
+    layers = [Sliding(weight.shape[2 + d], stride[d], padding[d], dilation[d]) for d in (0, 1)]
+    window, needs = slide(x.window, layers, out.shape[-2:])
+    region = inputs_for(x.boxes(), x.window, needs)
+    groups = argument(args, kwargs, 6, "groups", 1)
+    u = F.conv2d(region.flatten(0, 1), weight, None, stride, 0, dilation, groups).unflatten(0, region.shape[:2])
+    if window.share > DENSE_SHARE:
+        u, window = place(u, window), None
+    if bias is None:
+        return Decomposition(out, u, window=window)
+    return pending_decomposition(out, u, split_bias, out, bias.view(-1, 1, 1), window=window)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else value if isinstance(value, str) else (value, value)
 
 
 def add_matmul(func, args, kwargs):

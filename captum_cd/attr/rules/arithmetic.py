@@ -33,14 +33,16 @@ activation (a mask ``x > 0``, a norm) are constants too.
 """
 
 import functools
+from typing import Optional
 
 import torch
 
-from captum_cd.attr.decomposition import Decomposition, pending_decomposition
+from captum_cd.attr.decomposition import Decomposition, keeps_zero, pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import align, argument, fulls, is_dec, split_bias
 from captum_cd.attr.rules.lineage import common_root, compose, extend, lineage, shapley_of_root, with_lineage
 from captum_cd.attr.rules.registry import register_rule
+from captum_cd.attr.windows import DENSE_SHARE, place, union
 
 T = torch.Tensor
 
@@ -67,9 +69,11 @@ def add(func, args, kwargs):
         sign_a, sign_b = 1, (-alpha if func in SUB else alpha)
     out = func(*fulls(args), **fulls(kwargs))
     if is_dec(a) and is_dec(b):
-        rel = align(a.rel, out.ndim) * sign_a + align(b.rel, out.ndim) * sign_b
         lin = common_root(a, b, functools.partial(_signed_sum, sign_a=sign_a, sign_b=sign_b))
-        result = Decomposition(out, rel)
+        result = _sum_in_windows(a, b, sign_a, sign_b, out)
+        if result is None:
+            rel = align(a.rel, out.ndim) * sign_a + align(b.rel, out.ndim) * sign_b
+            result = Decomposition(out, rel)
         return with_lineage(result, lin) if lin is not None and out.shape == a.full.shape else result
     (d, d_sign), (c, c_sign) = ((a, sign_a), (b, sign_b)) if is_dec(a) else ((b, sign_b), (a, sign_a))
     bias = c * c_sign if c_sign != 1 else c
@@ -78,6 +82,18 @@ def add(func, args, kwargs):
     else:
         result = pending_decomposition(out, align(d.rel, out.ndim) * d_sign, split_bias, out, bias)
     return extend(result, d, functools.partial(_signed_sum, other=bias, sign_a=d_sign))
+
+
+def _sum_in_windows(a: Decomposition, b: Decomposition, sign_a, sign_b, out) -> Optional[Decomposition]:
+    """A residual sum of two windowed values: both parts moved into boxes holding both."""
+    if a.window is None or b.window is None or not a.full.shape == b.full.shape == out.shape:
+        return None
+    window = union(a.window, b.window)
+    rel_a, rel_b = (d.boxes() if d.window is window else place(d.boxes(), d.window, into=window) for d in (a, b))
+    rel = rel_a * sign_a + rel_b * sign_b if sign_a != 1 or sign_b != 1 else rel_a + rel_b
+    if window.share > DENSE_SHARE:
+        return Decomposition(out, place(rel, window))
+    return Decomposition(out, rel, window=window)
 
 
 def _signed_sum(t, other=0, sign_a=1, sign_b=1):
@@ -189,6 +205,8 @@ def add_product(func, args, kwargs):
     return add(torch.add, (x, product), {})
 
 
+keeps_zero(torch.mul)
+keeps_zero(torch.neg)
 register_rule(ADD + SUB + RSUB, add)
 register_rule([torch.addcmul, T.addcmul, torch.addcdiv, T.addcdiv], add_product)
 register_rule(MUL, mul)

@@ -76,6 +76,8 @@ def batch_norm(func, args, kwargs):
     shift = -_channel_view(running_mean, ndim) * scale
     if bias is not None:
         shift = shift + bias
+    if x.window is not None and ndim == 4:  # per channel: the boxes stay where they are
+        return pending_decomposition(out, x.boxes() * scale, split_bias, out, shift, window=x.window)
     return _affine_output(out, x.rel * scale, None, shift)
 
 

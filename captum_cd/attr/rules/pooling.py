@@ -19,6 +19,7 @@ from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, is_dec
 from captum_cd.attr.rules.registry import register_rule
+from captum_cd.attr.windows import pool_positions, slide, Sliding, spans_map
 
 # function -> (the variant that returns indices, spatial dims, position of return_indices)
 MAX_POOL = {
@@ -86,6 +87,9 @@ def max_pool(func, args, kwargs):
     plain_args = tuple(a for i, a in enumerate(args) if i != flag_position)
     plain_kwargs = {k: v for k, v in kwargs.items() if k not in ("return_indices", "input")}
     out, indices = with_indices(x.full, *plain_args[1:], **plain_kwargs)
+    if x.window is not None and func in (F.max_pool2d, F.max_pool2d_with_indices) and x.full.ndim == 4:
+        pooled = _max_pool_in_windows(x, out, indices, plain_args, plain_kwargs)
+        return (pooled, indices) if wants_indices else pooled
     shape = x.full.shape
     # Gather the unmaterialised relevant part and the pending steps' context, then keep
     # the steps pending: they run on the pooled elements.
@@ -93,6 +97,35 @@ def max_pool(func, args, kwargs):
     pending = tuple((step, tuple(gather_at(c, indices, shape, n) for c in context)) for step, context in steps)
     pooled = Decomposition(out, gather_at(rel, indices, shape, n), pending)
     return (pooled, indices) if wants_indices else pooled
+
+
+def _max_pool_in_windows(x: Decomposition, out: Tensor, indices: Tensor, args, kwargs) -> Decomposition:
+    """Max pooling of relevant parts kept in windows: each group's output box gathers at
+    the winners inside its input box (a winner outside it holds a zero part there)."""
+    kernel = _pair(argument(args, kwargs, 1, "kernel_size"))
+    stride = argument(args, kwargs, 2, "stride", None)
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else _pair(stride)
+    padding, dilation = _pair(argument(args, kwargs, 3, "padding", 0)), _pair(argument(args, kwargs, 4, "dilation", 1))
+    layers = [Sliding(kernel[d], stride[d], padding[d], dilation[d]) for d in (0, 1)]
+    window, _ = slide(x.window, layers, out.shape[-2:])
+    at, inside = pool_positions(indices, x.window, window)
+    rel, steps = x.lazy_boxes()
+    pooled = _gather_boxes(rel, at) * inside
+    pending = tuple((step, tuple(_gather_boxes(c, at) for c in context)) for step, context in steps)
+    return Decomposition(out, pooled, pending, window=window)
+
+
+def _gather_boxes(values, at: Tensor):
+    """``values`` (boxes ``(G, b, c, h, w)``, or a per-channel constant) at flat positions
+    ``at`` ``(G, B, C, h', w')`` within each box."""
+    if not spans_map(values):
+        return values
+    flat = values.expand(*at.shape[:3], *values.shape[-2:]).flatten(-2)
+    return gather_last(flat, at.flatten(-2)).view(at.shape)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def select_along_dim(func, args, kwargs):
