@@ -17,6 +17,7 @@ from captum_cd.attr._captum_compat import (
     _format_output,
     _format_tensor_into_tuples,
     _is_tuple,
+    DecompositionAttribution,
     TargetType,
     TensorOrTupleOfTensorsGeneric,
 )
@@ -46,7 +47,7 @@ from captum_cd.attr.module_rules import ModuleKey, module_rules_installed
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
 
 
-class ContextualDecomposition(Attribution):
+class ContextualDecomposition(DecompositionAttribution, Attribution):
     r"""
     Contextual decomposition (CD) [Murdoch et al. 2018; Singh et al. 2019] splits every
     activation of a forward pass into the contribution of a group of input features
@@ -116,21 +117,6 @@ class ContextualDecomposition(Attribution):
         self.stop_at_softmax = stop_at_softmax
         # LayerContextualDecomposition(attribute_to_layer_input=True) starts at the layer's input.
         self._at_layer_input = False
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        # Scores are contributions to the output, like DeepLift's multiplied version.
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        # relevant + irrelevant = output is checkable: see compute_convergence_delta.
-        return True
-
-    def attribute_future(self) -> None:
-        r"""
-        This method is not implemented for ContextualDecomposition.
-        """
-        raise NotImplementedError("attribute_future is not implemented for ContextualDecomposition")
 
     # ------------------------------------------------------------------ decompose
 

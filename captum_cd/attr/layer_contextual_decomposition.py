@@ -6,13 +6,13 @@ from captum.attr import LayerAttribution
 from captum.log import log_usage
 from torch import nn, Tensor
 
-from captum_cd.attr._captum_compat import TargetType, TensorOrTupleOfTensorsGeneric
+from captum_cd.attr._captum_compat import DecompositionAttribution, TargetType, TensorOrTupleOfTensorsGeneric
 from captum_cd.attr.contextual_decomposition import check_no_baselines, ContextualDecomposition
 
 LayerMask = Union[None, Tensor, Sequence[Optional[Tensor]]]
 
 
-class LayerContextualDecomposition(LayerAttribution):
+class LayerContextualDecomposition(DecompositionAttribution, LayerAttribution):
     r"""
     Contextual decomposition of a hidden layer: the decomposition starts at the output
     (or input) of ``layer``, so each unit of that layer, or each group of units given
@@ -55,19 +55,6 @@ class LayerContextualDecomposition(LayerAttribution):
         """
         LayerAttribution.__init__(self, model, layer, device_ids)
         self._cd_options = dict(rules=rules, module_rules=module_rules, stop_at_softmax=stop_at_softmax)
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    def attribute_future(self) -> None:
-        r"""
-        This method is not implemented for LayerContextualDecomposition.
-        """
-        raise NotImplementedError("attribute_future is not implemented for LayerContextualDecomposition")
 
     @log_usage()
     def attribute(

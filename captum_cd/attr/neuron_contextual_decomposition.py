@@ -6,13 +6,13 @@ from captum.attr import NeuronAttribution
 from captum.log import log_usage
 from torch import nn, Tensor
 
-from captum_cd.attr._captum_compat import _verify_select_neuron, TensorOrTupleOfTensorsGeneric
+from captum_cd.attr._captum_compat import _verify_select_neuron, DecompositionAttribution, TensorOrTupleOfTensorsGeneric
 from captum_cd.attr.contextual_decomposition import check_no_baselines, ContextualDecomposition
 
 NeuronSelector = Union[int, Tuple[Union[int, slice], ...], Callable[[Tensor], Tensor]]
 
 
-class NeuronContextualDecomposition(NeuronAttribution):
+class NeuronContextualDecomposition(DecompositionAttribution, NeuronAttribution):
     r"""
     Contextual decomposition of one hidden unit: the model is run up to ``layer`` and
     the unit chosen by ``neuron_selector`` (a unit, a channel or an attention head
@@ -55,19 +55,6 @@ class NeuronContextualDecomposition(NeuronAttribution):
         named = {f"model.{k}" if isinstance(k, str) else k: v for k, v in (module_rules or {}).items()}
         self._cd_options = dict(rules=rules, module_rules=named)
         self.start_layer = start_layer
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return True
-
-    def has_convergence_delta(self) -> bool:
-        return True
-
-    def attribute_future(self) -> None:
-        r"""
-        This method is not implemented for NeuronContextualDecomposition.
-        """
-        raise NotImplementedError("attribute_future is not implemented for NeuronContextualDecomposition")
 
     @log_usage()
     def attribute(
