@@ -1,0 +1,190 @@
+"""Spatial windows (captum_cd/attr/windows.py): local groups propagated in boxes give the
+values of the dense propagation, and the boxes are really used."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import captum_cd.attr.decomposition as decomposition
+import captum_cd.attr.rules._util as rule_util
+from captum_cd import ContextualDecomposition, grid_ids
+from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.windows import Sliding, slide, spatial_windows, Window
+
+
+class Block(nn.Module):
+    """A ResNet basic block: conv-BN-ReLU-conv-BN, a strided 1x1 shortcut, in-place ReLU."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1, self.bn2 = nn.BatchNorm2d(cout), nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.down(x))
+
+
+class Recorder(nn.Module):
+    """Identity that records whether its input arrives windowed."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        if isinstance(x, Decomposition):
+            self.seen.append(x.window)
+        return x
+
+
+def resnet_like():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 7, 2, 3), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
+        Recorder(), Block(8, 8, 1), Block(8, 16, 2), Recorder(),
+        nn.Conv2d(16, 16, 3, 1, padding=2, dilation=2, groups=4), nn.GELU(), nn.MaxPool2d(2, ceil_mode=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    )
+    for module in net.modules():  # running statistics that are not the identity
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.normal_(1, 0.3)
+            module.bias.data.normal_(0, 0.3)
+    return net.double().eval()
+
+
+def both(model, x, ids, **kwargs):
+    cd = ContextualDecomposition(model)
+    windowed = cd.attribute(x, feature_mask=ids, **kwargs)
+    with spatial_windows(False):
+        dense = cd.attribute(x, feature_mask=ids, **kwargs)
+    return windowed, dense
+
+
+@pytest.fixture
+def exact_split(monkeypatch):
+    # The dense path gives a group ~1e-20 of a bias where its linear image is 0; with a
+    # negligible epsilon both paths agree to rounding.
+    monkeypatch.setattr(rule_util, "bias_eps", lambda dtype: 1e-200)
+
+
+@pytest.mark.parametrize("side,block", [(64, 8), (64, 16), (45, 7), (52, 13)])
+def test_windows_give_the_dense_values(exact_split, side, block):
+    net = resnet_like()
+    x = torch.randn(2, 3, side, side + 3, dtype=torch.float64)
+    ids = grid_ids(side, side + 3, block)
+    windowed, dense = both(net, x, ids, target=torch.tensor([1, 3]))
+    assert dense.abs().max() > 1e-3
+    torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-12 * dense.abs().max().item())
+    assert any(w is not None for w in net[4].seen)  # the first blocks ran in windows
+
+
+def test_with_the_default_epsilon_the_values_agree_to_its_scale():
+    net = resnet_like()
+    x = torch.randn(1, 3, 48, 48, dtype=torch.float64)
+    windowed, dense = both(net, x, grid_ids(48, 48, 8), target=2)
+    torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-8 * dense.abs().max().item())
+
+
+def test_boxes_grow_with_the_receptive_field_and_go_dense():
+    net = resnet_like()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    ContextualDecomposition(net).attribute(x, target=0, feature_mask=grid_ids(64, 64, 8))
+    early, late = net[4].seen[-1], net[7].seen[-1]
+    assert early is not None and early.size[0] < early.map_size[0]
+    # after the stride-2 block the boxes of 8x8 blocks of a 64x64 image are still local
+    assert late is None or late.share > early.share
+
+
+def test_zero_regions_fall_back_to_dense(monkeypatch):
+    """Where the whole input is 0 a conv's bias meets two zero parts and CD splits it
+    50/50 (every group gets half): a window would drop that, so the engine goes dense."""
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 16 * 16, 3))
+    net = net.double().eval()
+    x = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
+    x[..., 4:12, 4:12] = torch.rand(8, 8, dtype=torch.float64) + 0.5  # a digit on a zero background
+    windowed, dense = both(net, x, grid_ids(16, 16, 4), target=0)
+    torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-12)
+    # without the check, windows would give the groups other values: the check matters
+    monkeypatch.setitem(decomposition._KEEPS_ZERO, rule_util.split_bias, None)
+    unchecked, _ = both(net, x, grid_ids(16, 16, 4), target=0)
+    assert (unchecked - dense).abs().max() > 1e-6
+
+
+def test_steps_with_a_map_constant():
+    """A constant that varies over the map is cut to the boxes (a product) or the value
+    goes dense (a quotient binds it into its step)."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3, padding=1)
+            self.register_buffer("scale", torch.rand(1, 1, 20, 20) + 0.5)
+            self.head = nn.Linear(3 * 20 * 20, 2)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x) * self.scale)
+            h = torch.relu(self.conv(h[:, :2] / self.scale))
+            return self.head(h.flatten(1))
+
+    torch.manual_seed(2)
+    net = Scaled().double().eval()
+    x = torch.randn(2, 2, 20, 20, dtype=torch.float64)
+    windowed, dense = both(net, x, grid_ids(20, 20, 5), target=1)
+    torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-8 * dense.abs().max().item())
+
+
+def test_gradients_through_windows_match_dense(exact_split):
+    net = resnet_like()
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    masks = grid_ids(32, 32, 8).flatten()
+    masks = torch.stack([(masks == g).view(1, 1, 32, 32).double() for g in range(16)])
+    cd = ContextualDecomposition(net)
+
+    def grads(enabled):
+        net.zero_grad()
+        with spatial_windows(enabled):
+            rel, _ = cd.decompose(x, masks=masks.expand(16, 1, 3, 32, 32))
+            rel[:, 0, 2].pow(2).sum().backward()
+        return [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    for a, b in zip(grads(True), grads(False)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,s,p,d", [(3, 1, 1, 1), (7, 2, 3, 1), (1, 2, 0, 1), (3, 2, 1, 2), (2, 2, 0, 1), (5, 3, 4, 1)])
+def test_slide_covers_every_output_a_box_reaches(k, s, p, d):
+    """Against brute force: convolve each group's indicator and find where it is non-zero."""
+    torch.manual_seed(3)
+    height, width = 23, 17
+    tops, lefts = torch.tensor([0, 5, 17, 9]), torch.tensor([0, 11, 3, 14])
+    window = Window(tops, lefts, (6, 3), (height, width))
+    out_h = (height + 2 * p - d * (k - 1) - 1) // s + 1
+    out_w = (width + 2 * p - d * (k - 1) - 1) // s + 1
+    layer = Sliding(k, s, p, d)
+    out_window, _ = slide(window, [layer, layer], (out_h, out_w))
+    for g in range(4):
+        box = torch.zeros(1, 1, height, width)
+        box[..., tops[g] : tops[g] + 6, lefts[g] : lefts[g] + 3] = 1
+        reach = F.conv2d(box, torch.ones(1, 1, k, k), stride=s, padding=p, dilation=d)[0, 0] > 0
+        inside = torch.zeros_like(reach)
+        t, l = out_window.tops[g], out_window.lefts[g]
+        inside[t : t + out_window.size[0], l : l + out_window.size[1]] = True
+        assert reach.shape == (out_h, out_w)
+        assert not (reach & ~inside).any()
+        assert 0 <= t and t + out_window.size[0] <= out_h
+
+
+def test_non_local_groups_stay_dense():
+    net = resnet_like()
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    stripes = (torch.arange(32) % 2).view(1, 32).expand(32, 32)  # two groups spread over the map
+    ContextualDecomposition(net).attribute(x, target=0, feature_mask=stripes)
+    assert net[4].seen[-1] is None
