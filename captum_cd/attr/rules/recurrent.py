@@ -91,55 +91,110 @@ def _bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor], like: Tensor):
 
 class LSTMWeights(NamedTuple):
     """What every step of one LSTM direction reuses. The candidate gate's rows are
-    scaled by 2 so one sigmoid serves all four gates: ``tanh(x) = 2 sigmoid(2x) - 1``."""
+    scaled by 2 so one sigmoid serves all four gates: ``tanh(x) = 2 sigmoid(2x) - 1``.
+    The output gate is not decomposed, so the relevant parts need only the i, f, g
+    columns (``three = 3H``): a quarter less of every product and elementwise step."""
 
+    w_ih_t: Tensor  # (D, 4H), scaled
     w_hh_t: Tensor  # (H_in, 4H), scaled
     bias: Tensor  # (4H,), scaled
     scale: Tensor  # 1 on i, f, o; 2 on g
-    sigmoid_bias: Tensor  # sigmoid(bias)
     hidden: int
-    # Constants of every step, computed once (the same values the step would compute).
+    # Constants of every step, computed once.
     one_minus_scale: Tensor  # 1 - scale
-    half_scale: Tensor  # 0.5 * scale
-    at_bias: Tensor  # the gates' activations at the bias, (4H,)
+    half_scale: Tensor  # 0.5 * scale on i, f, g
+    i_bias: Tensor  # I_bias, the input gate at the bias, (H,)
+    fg_bias: Tensor  # F_bias and G_bias, (2H,)
     ig_bias: Tensor  # I_bias * G_bias, (H,)
 
     @classmethod
-    def of(cls, w_hh: Tensor, bias: Tensor) -> "LSTMWeights":
+    def of(cls, w_ih: Tensor, w_hh: Tensor, bias: Tensor) -> "LSTMWeights":
         hidden = w_hh.shape[0] // 4
         scale = w_hh.new_ones(4 * hidden)
         scale[2 * hidden : 3 * hidden] = 2.0
         bias = scale * bias
-        sigmoid_bias, one_minus_scale = torch.sigmoid(bias), 1.0 - scale
-        at_bias = torch.addcmul(one_minus_scale, scale, sigmoid_bias)
+        one_minus_scale = 1.0 - scale
+        at_bias = torch.addcmul(one_minus_scale, scale, torch.sigmoid(bias))
         i_bias, _, g_bias, _ = at_bias.split(hidden, -1)
         return cls(
-            (scale[:, None] * w_hh).t(), bias, scale, sigmoid_bias, hidden, one_minus_scale, 0.5 * scale, at_bias, i_bias * g_bias
+            (scale[:, None] * w_ih).t(), (scale[:, None] * w_hh).t(), bias, scale, hidden, one_minus_scale,
+            0.5 * scale[: 3 * hidden], i_bias, at_bias[hidden : 3 * hidden], i_bias * g_bias,
+        )  # fmt: skip
+
+    def project(self, x: Tensor, h: Tensor) -> Tensor:
+        """The full pass's scaled pre-activations of steps with inputs ``x`` and previous states ``h``."""
+        return torch.addmm(torch.addmm(self.bias, x.flatten(0, -2), self.w_ih_t), h.flatten(0, -2), self.w_hh_t)
+
+
+class LSTMSteps(NamedTuple):
+    """Constants of the full pass, one per step (the first dimension): with them a step
+    of the relevant parts is a few large operations. ``points`` with the signs (1, -1)
+    (gates) or (2, -2) (cell) give both arguments of a nonlinearity in one ``addcmul``,
+    so one sigmoid serves both: ``[rel + b, full - rel]`` and ``[2 c_rel, 2c - 2 c_rel]``."""
+
+    gate_points: Tensor  # (T, 2, 1, B, 3H): the bias and the full pre-activation
+    gate_offset: Tensor  # (T, B, 3H): (sigmoid(full) - sigmoid(bias)) * half_scale
+    cell_points: Tensor  # (T, 2, 1, B, H): 0 and 2c
+    o: Tensor  # (T, B, H): the output gate
+    cell_offset: Tensor  # (T, B, H): o (sigmoid(2c) - 1/2)
+
+    @classmethod
+    def of(cls, pre: Tensor, c0: Tensor, w: LSTMWeights, order: Sequence[int]) -> "LSTMSteps":
+        """From the full pass's scaled pre-activations ``pre`` (T, B, 4H) and first cell
+        ``c0``: the gates of all steps at once, then the cells step by step."""
+        three = 3 * w.hidden
+        sigmoid_pre = torch.sigmoid(pre)
+        i, f, g, o = torch.addcmul(w.one_minus_scale, w.scale, sigmoid_pre).split(w.hidden, -1)
+        ig, cells, c = i * g, [c0] * len(order), c0
+        for t in order:
+            c = torch.addcmul(ig[t], f[t], c)
+            cells[t] = c
+        two_c = 2.0 * torch.stack(cells)
+        return cls(
+            torch.stack([w.bias[:three].expand_as(pre[..., :three]), pre[..., :three]], 1).unsqueeze(2),
+            (sigmoid_pre[..., :three] - torch.sigmoid(w.bias[:three])) * w.half_scale,
+            torch.stack([torch.zeros_like(two_c), two_c], 1).unsqueeze(2),
+            o,
+            (torch.sigmoid(two_c) - 0.5) * o,
         )
 
-    def activations(self, y: Tensor) -> Tensor:
-        """sigmoid on i, f, o and tanh on g, of scaled pre-activations ``y``."""
-        return torch.addcmul(self.one_minus_scale, self.scale, torch.sigmoid(y))
 
+def lstm_relevant(xp: Tensor, share: Tensor, h: Tensor, c: Tensor, w: LSTMWeights, steps: LSTMSteps, w_hr, order):
+    r"""The relevant parts through one LSTM direction, ``order`` giving the steps.
 
-def lstm_step(xp: Parts, p: Tensor, h: Parts, c: Parts, w: LSTMWeights) -> Tuple[Parts, Parts]:
-    """One LSTM step from the scaled input projection ``xp`` (its bias included in full)."""
-    full = torch.addmm(xp.full, h.full, w.w_hh_t)  # scaled pre-activations, bias included
-    rel = xp.rel + h.rel @ w.w_hh_t
-    sigmoid_full = torch.sigmoid(full)
-    # Three players, bias first: L_rel = 1/2 [act(rel + b) - act(b) + act(full) - act(full - rel)]
-    L_rel = (torch.sigmoid(rel + w.bias) - w.sigmoid_bias + sigmoid_full - torch.sigmoid(full - rel)) * w.half_scale
-    I_rel, F_rel, G_rel, _ = L_rel.split(w.hidden, -1)
-    I_bias, F_bias, G_bias, _ = w.at_bias.split(w.hidden, -1)
-    i, f, g, o = torch.addcmul(w.one_minus_scale, w.scale, sigmoid_full).split(w.hidden, -1)
-    c_full = torch.addcmul(i * g, f, c.full)
-    c_rel = I_rel * (G_rel + G_bias) + I_bias * G_rel + p * w.ig_bias + (F_rel + F_bias) * c.rel
-    # h_rel = o/2 [tanh(c_rel) + tanh(c) - tanh(c - c_rel)], with tanh(x) = 2 sigmoid(2x) - 1
-    # as for the gates: torch's CPU tanh costs many times a sigmoid, and the 1s cancel.
-    two_c, two_rel = 2.0 * c_full, 2.0 * c_rel
-    sigmoid_c = torch.sigmoid(two_c)
-    h_rel = o * (torch.sigmoid(two_rel) + (sigmoid_c - 0.5) - torch.sigmoid(two_c - two_rel))
-    return Parts(o * (2.0 * sigmoid_c - 1.0), h_rel), Parts(c_full, c_rel)
+    ``xp`` (T, G, B, 3H): the relevant inputs projected on the scaled i, f, g rows;
+    ``share`` (G, T, B, 1): ``p``; ``h``, ``c`` (G, B, \*): the first relevant states.
+    Returns the relevant hidden state of every step (G, T, B, H_out), and the last
+    relevant h and c. A step, with ``L`` the gates' three-player linearisation::
+
+        L     = gate_offset + half_scale [sigmoid(rel + b) - sigmoid(full - rel)]
+        c_rel = p I_bias G_bias + I_rel (G_rel + G_bias) + I_bias G_rel + (F_rel + F_bias) c_rel(t-1)
+        h_rel = cell_offset + o [sigmoid(2 c_rel) - sigmoid(2c - 2 c_rel)]
+    """
+    hidden, groups = w.hidden, xp.shape[1]
+    w_rel = w.w_hh_t[:, : 3 * hidden]
+    gate_signs = xp.new_ones(2, 1, 1, 1)
+    gate_signs[1] = -1.0  # written on the device: no copy from the host
+    cell_signs = 2.0 * gate_signs
+    xps, bias_shares = xp.unbind(0), (share.transpose(0, 1) * w.ig_bias).unbind(0)
+    gate_points, gate_offsets = steps.gate_points.unbind(0), steps.gate_offset.unbind(0)
+    cell_points, cell_offsets, outs = steps.cell_points.unbind(0), steps.cell_offset.unbind(0), steps.o.unbind(0)
+    h = h.reshape(-1, h.shape[-1])
+    outputs: List[Tensor] = [None] * xp.shape[0]  # type: ignore[list-item]
+    for t in order:
+        rel = torch.addmm(xps[t].view(-1, 3 * hidden), h, w_rel).view(groups, -1, 3 * hidden)
+        gates = torch.addcmul(gate_points[t], gate_signs, rel).sigmoid_()
+        L = torch.addcmul(gate_offsets[t], gates[0] - gates[1], w.half_scale)
+        FG_all = L[..., hidden:] + w.fg_bias  # F_rel + F_bias, G_rel + G_bias
+        c_new = torch.addcmul(bias_shares[t], L[..., :hidden], FG_all[..., hidden:])
+        c_new.addcmul_(L[..., 2 * hidden :], w.i_bias)
+        c = c_new.addcmul_(FG_all[..., :hidden], c)
+        cells = torch.addcmul(cell_points[t], cell_signs, c).sigmoid_()
+        h_rel = torch.addcmul(cell_offsets[t], cells[0] - cells[1], outs[t])
+        if w_hr is not None:
+            h_rel = h_rel @ w_hr.t()
+        outputs[t], h = h_rel, h_rel.view(-1, h_rel.shape[-1])
+    return torch.stack(outputs, 1), outputs[order[-1]], c
 
 
 def gru_step(xp: Parts, p: Tensor, h: Parts, w_hh: Tensor, b_ih, b_hh) -> Parts:
@@ -178,34 +233,53 @@ def rnn_step(xp: Parts, h: Parts, w_hh: Tensor, bias, relu: bool) -> Parts:
 # ---------------------------------------------------------------- whole sequences
 
 
-def _run_direction(kind: str, x: Parts, state: Sequence[Parts], weights: List[Tensor], has_bias: bool, reverse: bool):
-    """One layer, one direction, over a sequence-first input ``(T, B, D)``."""
-    w_ih, w_hh = weights[0], weights[1]
+def _weights(weights: List[Tensor], has_bias: bool):
+    """``w_ih, w_hh, b_ih, b_hh, w_hr`` of one direction (absent ones None)."""
+    n = 4 if has_bias else 2
     b_ih, b_hh = (weights[2], weights[3]) if has_bias else (None, None)
-    w_hr = weights[4 if has_bias else 2] if len(weights) > (4 if has_bias else 2) else None
+    return weights[0], weights[1], b_ih, b_hh, weights[n] if len(weights) > n else None
+
+
+def _lstm_direction(x: Parts, state: Sequence[Parts], weights: List[Tensor], has_bias: bool, reverse: bool):
+    """One LSTM layer, one direction, over a sequence-first input ``(T, B, D)``."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = _weights(weights, has_bias)
+    (h0, c0), steps = state, x.full.shape[0]
+    w = LSTMWeights.of(w_ih, w_hh, _bias(b_ih, b_hh, x.full).expand(w_hh.shape[0]))
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    # The ordinary pass of this direction is one fused call; its hidden states give the
+    # pre-activations of all steps in one product.
+    inputs = x.full.flip(0) if reverse else x.full
+    h_full = torch.lstm(inputs, (h0.full[None], c0.full[None]), weights, has_bias, 1, 0.0, False, False, False)[0]
+    h_full = h_full.flip(0) if reverse else h_full
+    before = torch.cat([h_full[1:], h0.full[None]]) if reverse else torch.cat([h0.full[None], h_full[:-1]])
+    pre = w.project(x.full, before).view(steps, h_full.shape[1], -1)
+    # (T, G, B, 3H), all steps at once, in one product (matmul of the transposed 4-d input would batch it)
+    rel_in = x.rel.transpose(0, 1).reshape(-1, x.rel.shape[-1])
+    xp = torch.mm(rel_in, w.w_ih_t[:, : 3 * w.hidden]).view(steps, x.rel.shape[0], -1, 3 * w.hidden)
+    rel, h, c = lstm_relevant(xp, relevant_share(x), h0.rel, c0.rel, w, LSTMSteps.of(pre, c0.full, w, order), w_hr, order)
+    return Parts(h_full, rel), (h, c)
+
+
+def _run_direction(kind: str, x: Parts, state: Sequence[Parts], weights: List[Tensor], has_bias: bool, reverse: bool):
+    """One layer, one direction, over a sequence-first input ``(T, B, D)``: the sequence
+    (full and relevant) and the relevant parts of the last states."""
+    if kind == "lstm":
+        return _lstm_direction(x, state, weights, has_bias, reverse)
+    w_ih, w_hh, b_ih, b_hh, _ = _weights(weights, has_bias)
     share = relevant_share(x)
     bias = _bias(b_ih, b_hh, x.full)
-    if kind == "lstm":
-        lstm = LSTMWeights.of(w_hh, bias.expand(w_hh.shape[0]))
-        scaled = (lstm.scale[:, None] * w_ih).t()
-        xp = Parts(x.full @ scaled + lstm.bias, x.rel @ scaled)  # all steps at once
-    else:
-        xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())
-    h, c = state[0], state[1] if kind == "lstm" else None
+    xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())
+    h = state[0]
     outputs: List[Parts] = [None] * x.full.shape[0]  # type: ignore[list-item]
     for t in (reversed(range(x.full.shape[0])) if reverse else range(x.full.shape[0])):
         xp_t = Parts(xp.full[t], xp.rel[:, t])
-        if kind == "lstm":
-            h, c = lstm_step(xp_t, share[:, t], h, c, lstm)
-            if w_hr is not None:
-                h = Parts(h.full @ w_hr.t(), h.rel @ w_hr.t())
-        elif kind == "gru":
+        if kind == "gru":
             h = gru_step(xp_t, share[:, t], h, w_hh, b_ih, b_hh)
         else:
             h = rnn_step(xp_t, h, w_hh, bias, relu=kind == "rnn_relu")
         outputs[t] = h
     sequence = Parts(torch.stack([o.full for o in outputs]), torch.stack([o.rel for o in outputs], 1))
-    return sequence, (h, c) if kind == "lstm" else (h,)
+    return sequence, (h.rel,)
 
 
 def recurrent_layer(func, args, kwargs):
@@ -242,7 +316,7 @@ def recurrent_layer(func, args, kwargs):
             sequence, final = _run_direction(kind, layer_input, init, list(weights[k * per : (k + 1) * per]), has_bias, d == 1)
             sequences.append(sequence)
             for store, value in zip(finals, final):
-                store.append(value.rel)
+                store.append(value)
         layer_input = Parts(torch.cat([s.full for s in sequences], -1), torch.cat([s.rel for s in sequences], -1))
 
     out_rel = layer_input.rel.transpose(1, 2) if batch_first else layer_input.rel
@@ -263,12 +337,12 @@ def recurrent_cell(func, args, kwargs):
     x = _parts(x, groups)
     states = [_parts(s, groups) for s in states_in]
     if kind == "lstm":
-        lstm = LSTMWeights.of(w_hh, _bias(b_ih, b_hh, x.full).expand(w_hh.shape[0]))
-        scaled = (lstm.scale[:, None] * w_ih).t()
-        xp = Parts(x.full @ scaled + lstm.bias, x.rel @ scaled)
-        h, c = lstm_step(xp, relevant_share(x), states[0], states[1], lstm)
+        w = LSTMWeights.of(w_ih, w_hh, _bias(b_ih, b_hh, x.full).expand(w_hh.shape[0]))
+        steps = LSTMSteps.of(w.project(x.full, states[0].full)[None], states[1].full, w, [0])
+        xp = (x.rel @ w.w_ih_t[:, : 3 * w.hidden])[None]
+        _, h, c = lstm_relevant(xp, relevant_share(x)[:, None], states[0].rel, states[1].rel, w, steps, None, [0])
         full_h, full_c = func(x.full, [s.full for s in states], w_ih, w_hh, b_ih, b_hh)
-        return Decomposition(full_h, h.rel), Decomposition(full_c, c.rel)
+        return Decomposition(full_h, h), Decomposition(full_c, c)
     xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())  # the LSTM folds its gate scales in above instead
     if kind == "gru":
         h = gru_step(xp, relevant_share(x), states[0], w_hh, b_ih, b_hh)
