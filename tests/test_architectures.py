@@ -6,16 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _rules import Lambda
 from captum_cd import ContextualDecomposition
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def seq(*layers):

@@ -10,18 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _rules import decompose, DT, Lambda
 from captum_cd import ContextualDecomposition, DecompositionError
-
-DT = torch.float64
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
 
 
 def _setup(seed=0, features=5, units=6):
@@ -37,12 +27,8 @@ def _setup(seed=0, features=5, units=6):
 
 
 def _decompose(f, w, x, masks):
-    """CD of ``f(x W^T)``, checked complete (relevant + irrelevant = output)."""
-    model = Lambda(lambda h: f(h @ w.T))
-    rel, irr = ContextualDecomposition(model).decompose(x, masks)
-    with torch.no_grad():
-        torch.testing.assert_close(rel + irr, model(x).expand_as(rel), rtol=1e-12, atol=1e-12)
-    return rel, irr
+    """CD of ``f(x W^T)``, checked complete."""
+    return decompose(Lambda(lambda h: f(h @ w.T)), x, masks)
 
 
 def relu_form(f, beta, gamma):

@@ -9,25 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _rules import decompose, DT, Lambda
 from captum_cd import ContextualDecomposition, DecompositionError
-
-DT = torch.float64
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
-def _decompose(model, x, masks):
-    rel, irr = ContextualDecomposition(model).decompose(x, masks)
-    with torch.no_grad():
-        torch.testing.assert_close(rel + irr, model(x).expand_as(rel), rtol=1e-12, atol=1e-12)
-    return rel, irr
 
 
 def _split_bias(u, out, bias):
@@ -53,8 +36,8 @@ def test_batchnorm_in_eval_equals_a_linear_layer_with_the_same_numbers():
     linear.weight.data, linear.bias.data = torch.diag(scale).detach(), (bn.bias - bn.running_mean * scale).detach()
     x = torch.randn(5, 4, generator=g, dtype=DT)
     masks = (torch.rand(3, 4, generator=g) > 0.5).to(DT)
-    rel_bn, irr_bn = _decompose(bn, x, masks)
-    rel_lin, irr_lin = _decompose(linear, x, masks)
+    rel_bn, irr_bn = decompose(bn, x, masks)
+    rel_lin, irr_lin = decompose(linear, x, masks)
     torch.testing.assert_close(rel_bn, rel_lin, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(irr_bn, irr_lin, rtol=1e-12, atol=1e-12)
 
@@ -67,7 +50,7 @@ def test_batchnorm2d_in_eval_equals_a_1x1_convolution_with_the_same_numbers():
     conv.weight.data, conv.bias.data = torch.diag(scale).view(3, 3, 1, 1).detach(), (bn.bias - bn.running_mean * scale).detach()
     x = torch.randn(2, 3, 4, 5, generator=g, dtype=DT)
     masks = (torch.rand(3, 1, 4, 5, generator=g) > 0.5).to(DT)
-    torch.testing.assert_close(_decompose(bn, x, masks)[0], _decompose(conv, x, masks)[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(decompose(bn, x, masks)[0], decompose(conv, x, masks)[0], rtol=1e-12, atol=1e-12)
 
 
 def test_batchnorm_splits_shift_50_50_when_both_parts_are_zero():
@@ -94,13 +77,13 @@ def test_layer_norm_centres_the_part_and_divides_by_the_full_activations_std():
     x = torch.randn(3, 4, 6, generator=g, dtype=DT)
     masks = (torch.rand(3, 4, 6, generator=g) > 0.5).to(DT)
     weight, bias = torch.randn(6, generator=g, dtype=DT), torch.randn(6, generator=g, dtype=DT)
-    rel, _ = _decompose(Lambda(lambda h: F.layer_norm(h, (6,), weight, None, 1e-5)), x, masks)
+    rel, _ = decompose(Lambda(lambda h: F.layer_norm(h, (6,), weight, None, 1e-5)), x, masks)
     torch.testing.assert_close(rel, _per_group(masks, x, lambda b: _centered(b, x, [-1], 1e-5) * weight), rtol=1e-12, atol=1e-12)
     # with a bias, the bias is split as the affine rule splits it
-    rel, _ = _decompose(nn.LayerNorm(6).to(DT).requires_grad_(False), x, masks)  # weight 1, bias 0
+    rel, _ = decompose(nn.LayerNorm(6).to(DT).requires_grad_(False), x, masks)  # weight 1, bias 0
     torch.testing.assert_close(rel, _per_group(masks, x, lambda b: _centered(b, x, [-1], 1e-5)), rtol=1e-12, atol=1e-12)
     model = Lambda(lambda h: F.layer_norm(h, (4, 6), None, bias.expand(4, 6), 1e-5))
-    rel, _ = _decompose(model, x, masks)
+    rel, _ = decompose(model, x, masks)
     out = F.layer_norm(x, (4, 6), None, bias.expand(4, 6), 1e-5)
     expected = _per_group(masks, x, lambda b: _split_bias(_centered(b, x, [-2, -1], 1e-5), out, bias))
     torch.testing.assert_close(rel, expected, rtol=1e-12, atol=1e-12)
@@ -111,14 +94,14 @@ def test_group_norm_and_instance_norm_use_each_groups_and_channels_statistics():
     x = torch.randn(2, 4, 3, 5, generator=g, dtype=DT)
     masks = (torch.rand(3, 1, 3, 5, generator=g) > 0.5).to(DT)
     weight = torch.randn(4, generator=g, dtype=DT)
-    rel, _ = _decompose(Lambda(lambda h: F.group_norm(h, 2, weight, None, 1e-5)), x, masks)
+    rel, _ = decompose(Lambda(lambda h: F.group_norm(h, 2, weight, None, 1e-5)), x, masks)
 
     def group_norm(b):
         grouped = _centered(b.reshape(2, 2, -1), x.reshape(2, 2, -1), [-1], 1e-5)
         return grouped.reshape(b.shape) * weight.view(4, 1, 1)
 
     torch.testing.assert_close(rel, _per_group(masks, x, group_norm), rtol=1e-12, atol=1e-12)
-    rel, _ = _decompose(Lambda(lambda h: F.instance_norm(h, weight=weight, eps=1e-5)), x, masks)
+    rel, _ = decompose(Lambda(lambda h: F.instance_norm(h, weight=weight, eps=1e-5)), x, masks)
     torch.testing.assert_close(rel, _per_group(masks, x, lambda b: _centered(b, x, [2, 3], 1e-5) * weight.view(4, 1, 1)), rtol=1e-12, atol=1e-12)
 
 
@@ -132,7 +115,7 @@ def test_instance_norm_with_running_statistics_in_eval_is_the_batch_norm_map():
     bn.load_state_dict({k: v for k, v in inorm.state_dict().items()}, strict=False)
     x = torch.randn(2, 3, 7, generator=g, dtype=DT)
     masks = (torch.rand(2, 3, 7, generator=g) > 0.5).to(DT)
-    torch.testing.assert_close(_decompose(inorm, x, masks)[0], _decompose(bn, x, masks)[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(decompose(inorm, x, masks)[0], decompose(bn, x, masks)[0], rtol=1e-12, atol=1e-12)
 
 
 def test_rms_norm_divides_the_part_by_the_full_activations_rms():
@@ -141,7 +124,7 @@ def test_rms_norm_divides_the_part_by_the_full_activations_rms():
     masks = (torch.rand(4, 8, generator=g) > 0.5).to(DT)
     norm = nn.RMSNorm(8, eps=1e-6).to(DT)
     norm.weight.data.copy_(torch.randn(8, generator=g, dtype=DT))
-    rel, _ = _decompose(norm.requires_grad_(False), x, masks)
+    rel, _ = decompose(norm.requires_grad_(False), x, masks)
     rms = torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
     torch.testing.assert_close(rel, masks[:, None] * x / rms * norm.weight, rtol=1e-12, atol=1e-12)
 
@@ -150,8 +133,8 @@ def test_normalize_divides_by_the_full_activations_norm():
     """XCiT's cross-covariance attention normalises queries and keys with F.normalize."""
     x = torch.randn(3, 5, dtype=DT)
     masks = (torch.rand(2, 5) > 0.5).to(DT)
-    rel, _ = _decompose(Lambda(lambda h: F.normalize(h, dim=-1)), x, masks)
-    by_hand, _ = _decompose(Lambda(lambda h: h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)), x, masks)
+    rel, _ = decompose(Lambda(lambda h: F.normalize(h, dim=-1)), x, masks)
+    by_hand, _ = decompose(Lambda(lambda h: h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)), x, masks)
     torch.testing.assert_close(rel, by_hand, rtol=0, atol=1e-14)
     torch.testing.assert_close(rel, masks[:, None] * x / x.norm(dim=-1, keepdim=True), rtol=0, atol=1e-14)
 

@@ -8,28 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _rules import decompose, DT, Lambda
 from captum_cd import ContextualDecomposition, DecompositionError
 from captum_cd.attr.decomposition import lazy_elementwise
-
-DT = torch.float64
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
-def _decompose(model, x, masks):
-    rel, irr = ContextualDecomposition(model).decompose(x, masks)
-    with torch.no_grad():
-        out = model(x)
-        out = out[0] if isinstance(out, tuple) else out
-        torch.testing.assert_close(rel + irr, out.expand_as(rel), rtol=1e-12, atol=1e-12)
-    return rel, irr
 
 
 def _gathered(beta, indices, n):
@@ -67,7 +48,7 @@ def test_max_pool_gathers_the_relevant_part_at_the_full_activations_winners(name
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g, dtype=DT)
     masks = (torch.rand(3, *shape[1:], generator=g) > 0.5).to(DT)
-    rel, irr = _decompose(Lambda(pool), x, masks)
+    rel, irr = decompose(Lambda(pool), x, masks)
     _, winners = pool(x, return_indices=True)
     beta = masks[:, None] * x
     torch.testing.assert_close(rel, _gathered(beta, winners, n), rtol=0, atol=0)
@@ -90,9 +71,9 @@ def test_pending_steps_run_on_the_pooled_elements_as_they_would_before_pooling()
     net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 9, 2)).to(DT)
     x = torch.randn(2, 2, 8, 8, dtype=DT)
     masks = (torch.rand(3, 1, 8, 8) > 0.5).to(DT)
-    lazy, _ = _decompose(net, x, masks)
+    lazy, _ = decompose(net, x, masks)
     with lazy_elementwise(False):
-        eager, _ = _decompose(net, x, masks)
+        eager, _ = decompose(net, x, masks)
     torch.testing.assert_close(lazy, eager, rtol=0, atol=1e-13)
 
 
@@ -111,7 +92,7 @@ def test_max_and_min_along_a_dimension_take_the_full_activations_winner(name):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3, 5, 4, generator=g, dtype=DT)
     masks = (torch.rand(4, 5, 4, generator=g) > 0.5).to(DT)
-    rel, _ = _decompose(Lambda(select), x, masks)
+    rel, _ = decompose(Lambda(select), x, masks)
     index = arg(x)
     expected = torch.stack([(m * x).gather(dim, index) for m in masks])
     torch.testing.assert_close(rel, expected if keepdim else expected.squeeze(dim + 1), rtol=0, atol=0)
@@ -121,7 +102,7 @@ def test_max_returns_torchs_indices_and_amax_over_several_dimensions():
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 4, 5, generator=g, dtype=DT)
     masks = (torch.rand(2, 3, 4, 5, generator=g) > 0.5).to(DT)
-    rel, _ = _decompose(Lambda(lambda h: h.amax((1, 3))), x, masks)
+    rel, _ = decompose(Lambda(lambda h: h.amax((1, 3))), x, masks)
     flat = x.permute(0, 2, 1, 3).flatten(2)  # the reduced dims last
     index = flat.argmax(-1, keepdim=True)
     expected = torch.stack([(m * x).permute(0, 2, 1, 3).flatten(2).gather(-1, index).squeeze(-1) for m in masks])

@@ -7,27 +7,9 @@ float64 throughout."""
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from _rules import decompose, DT, Lambda
 from captum_cd import ContextualDecomposition, DecompositionError
-
-DT = torch.float64
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
-def _decompose(model, x, masks):
-    rel, irr = ContextualDecomposition(model).decompose(x, masks)
-    with torch.no_grad():
-        torch.testing.assert_close(rel + irr, model(x).expand_as(rel), rtol=1e-12, atol=1e-12)
-    return rel, irr
 
 
 def _data(seed=0, shape=(2, 3, 4, 6), groups=3):
@@ -88,7 +70,7 @@ LINEAR = {
 def test_a_linear_map_applies_to_each_part(name):
     L, L_rel = LINEAR[name]
     x, masks = _data()
-    rel, irr = _decompose(Lambda(L), x, masks)
+    rel, irr = decompose(Lambda(L), x, masks)
     expected = torch.stack([(L_rel or L)(m * x) for m in masks])
     torch.testing.assert_close(rel, expected, rtol=1e-12, atol=1e-12)
     if L_rel is None:  # no constant: the irrelevant part is L of the rest
@@ -103,7 +85,7 @@ def test_a_linear_map_applies_to_each_part(name):
 )
 def test_advanced_indices_separated_by_a_slice():
     x, masks = _data()
-    rel, _ = _decompose(Lambda(lambda h: h[:, [2, 0], :, [1, 4]]), x, masks)
+    rel, _ = decompose(Lambda(lambda h: h[:, [2, 0], :, [1, 4]]), x, masks)
     torch.testing.assert_close(rel, torch.stack([(m * x)[:, [2, 0], :, [1, 4]] for m in masks]))
 
 
@@ -116,7 +98,7 @@ def test_setitem_writes_into_both_parts_and_a_constant_is_irrelevant():
         h[:, 1] = h[:, 2] * 2  # a decomposed value
         return h
 
-    rel, _ = _decompose(Lambda(write), x, masks)
+    rel, _ = decompose(Lambda(write), x, masks)
     expected = masks[:, None] * x
     expected[:, :, 0], expected[:, :, 1] = 0, 2 * expected[:, :, 2]
     torch.testing.assert_close(rel, expected, rtol=0, atol=0)
@@ -124,7 +106,7 @@ def test_setitem_writes_into_both_parts_and_a_constant_is_irrelevant():
 
 def test_a_product_of_two_decomposed_values_is_the_shapley_split_of_the_bilinear_map():
     x, masks = _data(2, shape=(2, 5, 4))
-    rel, _ = _decompose(Lambda(lambda h: h @ h.transpose(1, 2)), x, masks)
+    rel, _ = decompose(Lambda(lambda h: h @ h.transpose(1, 2)), x, masks)
     expected = torch.stack([0.5 * ((m * x) @ x.transpose(1, 2) + x @ (m * x).transpose(1, 2)) for m in masks])
     torch.testing.assert_close(rel, expected, rtol=1e-12, atol=1e-12)
 
@@ -141,11 +123,11 @@ def test_mm_and_bmm_on_a_decomposed_value_equal_matmul(op):
         model = Lambda(lambda h: torch.bmm(h, w.expand(2, 4, 3)))
     else:
         model = Lambda(lambda h: h.bmm(h.transpose(1, 2)))  # two decomposed factors
-    rel, _ = _decompose(model, x, masks)
+    rel, _ = decompose(model, x, masks)
     if op == "Tensor.bmm":
-        torch.testing.assert_close(rel, _decompose(Lambda(lambda h: h @ h.transpose(1, 2)), x, masks)[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(rel, decompose(Lambda(lambda h: h @ h.transpose(1, 2)), x, masks)[0], rtol=1e-12, atol=1e-12)
     else:
-        torch.testing.assert_close(rel, _decompose(Lambda(lambda h: h @ w), x, masks)[0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(rel, decompose(Lambda(lambda h: h @ w), x, masks)[0], rtol=1e-12, atol=1e-12)
 
 
 def test_shape_of_other_reads_only_the_shape():
@@ -155,7 +137,7 @@ def test_shape_of_other_reads_only_the_shape():
         lambda h: h.flatten(1).view_as(h).reshape_as(h).type_as(h)
         + torch.ones(3, 4, dtype=DT).view_as(h[0]).expand_as(h) * h.mean(-1, keepdim=True).expand_as(h)
     )
-    rel, _ = _decompose(model, x, masks)
+    rel, _ = decompose(model, x, masks)
     beta = masks[:, None] * x
     torch.testing.assert_close(rel, beta + beta.mean(-1, keepdim=True), rtol=1e-12, atol=1e-12)
 
@@ -164,7 +146,7 @@ def test_cat_skips_an_empty_legacy_tensor_like_torch():
     """A key-value cache starts as ``torch.tensor([])`` and grows with ``torch.cat``."""
     x = torch.randn(2, 3, 4, dtype=DT)
     masks = (torch.rand(2, 3, 1) > 0.5).to(DT)
-    rel, _ = _decompose(Lambda(lambda h: torch.cat([torch.tensor([], dtype=DT), h], dim=-2)), x, masks)
+    rel, _ = decompose(Lambda(lambda h: torch.cat([torch.tensor([], dtype=DT), h], dim=-2)), x, masks)
     torch.testing.assert_close(rel, masks[:, None].expand(2, 2, 3, 4) * x)
 
 

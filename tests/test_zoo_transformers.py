@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from _rules import Lambda
 from _zoo import assert_complete_and_on_scale, assert_unchanged, DT, snapshot
 from captum_cd import ContextualDecomposition, token_masks
 
@@ -200,18 +201,17 @@ MORE_DECODERS = {  # name: (config, attention paths the model offers)
 }
 
 
-@pytest.mark.parametrize("name", MORE_DECODERS)
-def test_more_decoders_are_complete_and_on_scale(name, one_thread):
-    make_config, implementations = MORE_DECODERS[name]
-    ids, attention_mask = _prompts()
+def _complete_on_each_attention_path(make_config, implementations, auto_class, wrap, ids, attention_mask):
+    """The model made from ``make_config()`` on each attention path it offers: complete and
+    on scale, and the two paths agree."""
     masks = token_masks(SPANS, T, dtype=DT)
     relevant = []
     for implementation in implementations:
         config = make_config()
         config._attn_implementation = implementation
         torch.manual_seed(0)
-        model = transformers.AutoModelForCausalLM.from_config(config).to(DT).eval()
-        wrapper = NextTokenLogits(model, use_cache=False)
+        model = auto_class.from_config(config).to(DT).eval()
+        wrapper = wrap(model)
         rel, irr = _decompose(model, wrapper, ids, attention_mask, masks)
         with torch.no_grad():
             out = wrapper(ids, attention_mask)
@@ -219,6 +219,14 @@ def test_more_decoders_are_complete_and_on_scale(name, one_thread):
         relevant.append((rel, out))
     if len(relevant) == 2:
         _assert_paths_agree(*relevant)
+
+
+@pytest.mark.parametrize("name", MORE_DECODERS)
+def test_more_decoders_are_complete_and_on_scale(name, one_thread):
+    make_config, implementations = MORE_DECODERS[name]
+    ids, attention_mask = _prompts()
+    wrap = lambda model: NextTokenLogits(model, use_cache=False)  # noqa: E731
+    _complete_on_each_attention_path(make_config, implementations, transformers.AutoModelForCausalLM, wrap, ids, attention_mask)
 
 
 ENCODERS = {  # name: (config, attention paths the model offers)
@@ -249,21 +257,7 @@ def test_encoders_are_complete_and_on_scale(name, one_thread):
     make_config, implementations = ENCODERS[name]
     ids, attention_mask = _prompts()
     ids = ids.clamp_min(3)  # no special tokens (RoBERTa's positions skip its padding id)
-    masks = token_masks(SPANS, T, dtype=DT)
-    relevant = []
-    for implementation in implementations:
-        config = make_config()
-        config._attn_implementation = implementation
-        torch.manual_seed(0)
-        model = transformers.AutoModelForSequenceClassification.from_config(config).to(DT).eval()
-        wrapper = Logits(model)
-        rel, irr = _decompose(model, wrapper, ids, attention_mask, masks)
-        with torch.no_grad():
-            out = wrapper(ids, attention_mask)
-        assert_complete_and_on_scale(rel, irr, out)
-        relevant.append((rel, out))
-    if len(relevant) == 2:
-        _assert_paths_agree(*relevant)
+    _complete_on_each_attention_path(make_config, implementations, transformers.AutoModelForSequenceClassification, Logits, ids, attention_mask)
 
 
 def test_vit_from_pixels_on_both_attention_paths(one_thread):
@@ -296,15 +290,6 @@ def _assert_paths_agree(first, second):
     own = float((out_a - out_b).abs().max())
     assert own < 1e-6 * float(out_a.abs().max())
     torch.testing.assert_close(rel_a, rel_b, rtol=0, atol=100 * own + 1e-12)
-
-
-class Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args):
-        return self.fn(*args)
 
 
 @pytest.mark.parametrize("experts, dtype", [("batched_mm", DT), ("grouped_mm", torch.float32)])
