@@ -204,3 +204,96 @@ def test_attribute_in_captum_conventions():
     assert tokens.shape == ids.shape
     h = AgglomerativeCD(text_model, layer=text_model.embed).hierarchy(ids[1:], 1)
     np.testing.assert_allclose(tokens[1].numpy(), h.feature_scores(0), atol=1e-6)
+
+
+def straightforward_2d(model, image, target, percentile, unit_map, reach):
+    """The 2-D algorithm as the docstring says it, with nothing clever: dense adjacency,
+    components by flood fill, every candidate scored (no cache, none skipped), a unit on
+    several borders keeping the last component's score; components of units touching
+    by a side or a corner (``reach`` 8: blocks) or by a side (4: superpixels). Returns the
+    levels and merges."""
+    from captum_cd.attr.agglomerative import _correspond, _threshold_2d
+
+    cd = ContextualDecomposition(model)
+    n = int(unit_map.max()) + 1
+    where = [np.argwhere(unit_map == u) for u in range(n)]
+    touching = lambda a, b, reach: min(np.abs(p - q).max() if reach == 8 else np.abs(p - q).sum() for p in where[a] for q in where[b]) == 1  # noqa: E731
+    adjacent = np.array([[a != b and touching(a, b, 4) for b in range(n)] for a in range(n)])
+    connected = np.array([[a != b and touching(a, b, reach) for b in range(n)] for a in range(n)])
+
+    def score(sets):
+        masks = torch.stack([torch.as_tensor(np.isin(unit_map, s), dtype=torch.float32)[None] for s in sets])
+        with torch.no_grad():
+            return cd.decompose(image, masks)[0][:, 0, target].double().numpy()
+
+    def components(selected):
+        comps, seen = [], set()
+        for start in np.flatnonzero(selected):
+            if start in seen:
+                continue
+            comp, todo = set(), [start]
+            while todo:
+                u = todo.pop()
+                if u not in comp:
+                    comp.add(u)
+                    todo += [v for v in np.flatnonzero(connected[u] & selected) if v not in comp]
+            seen |= comp
+            comps.append(np.array(sorted(comp)))
+        return comps
+
+    scores = score([[u] for u in range(n)])
+    selected = _threshold_2d(scores, percentile)
+    levels, comps, comp_scores = [], {}, {}
+    for step in range(n + 1):
+        if selected.all():
+            break
+        found = components(selected)
+        comps = _correspond(comps, found) if step > 0 else dict(enumerate(found, start=1))
+        for k, c in comps.items():
+            border = [u for u in range(n) if adjacent[c, u].any() and u not in c]
+            values = score([c] + [np.append(c, u) for u in border])
+            comp_scores[k] = values[0]
+            for u, v in zip(border, values[1:]):
+                scores[u] = v - values[0]
+        levels.append(sorted((tuple(c.tolist()), round(float(comp_scores[k]), 5)) for k, c in comps.items()))
+        scores[selected] = np.nan
+        chosen = selected | _threshold_2d(scores, percentile)
+        count = adjacent[:, chosen].sum(1)
+        selected = chosen | ((count >= 3) & (count >= 0.75 * adjacent.sum(1)))
+    merges, comp_scores = [], {k: comp_scores[k] for k in comps}
+    while len(comps) > 1:
+        pairs = [(a, b) for a in comps for b in comps if a < b]
+        unions = score([np.concatenate([comps[a], comps[b]]) for a, b in pairs])
+        best = int(np.argmax([u - max(comp_scores[a], comp_scores[b]) for u, (a, b) in zip(unions, pairs)]))
+        a, b = pairs[best]
+        merges.append((tuple(comps[a].tolist()), tuple(comps[b].tolist()), round(float(unions[best]), 5)))
+        comps[a], comp_scores[a] = np.sort(np.concatenate([comps[a], comps.pop(b)])), unions[best]
+        del comp_scores[b]
+    return levels, merges
+
+
+@pytest.mark.parametrize(
+    "seed, percentile, units",
+    [(0, 90, "pixels"), (1, 99.5, "pixels"), (2, 80, "pixels"), (3, 85, "blocks"), (4, 70, "superpixels"), (5, 95, "superpixels")],
+)
+def test_2d_hierarchy_equals_a_straightforward_implementation(seed, percentile, units):
+    torch.manual_seed(seed)
+    model, image = cnn(), torch.randn(1, 1, 10, 10)
+    options = {"pixels": {}, "blocks": {"block_size": 2}, "superpixels": {"superpixels": 12}}[units]
+    h = AgglomerativeCD(model).hierarchy(image, 1, percentile=percentile, **options)
+    levels, merges = straightforward_2d(model, image, 1, percentile, h.unit_map, 4 if units == "superpixels" else 8)
+    assert ours(h)[: len(levels)] == levels
+    assert [(a, b, round(s, 5)) for a, b, s in h.merges] == merges and len(h.levels) == len(levels) + len(merges)
+
+
+def test_a_unit_on_several_borders_is_scored_once():
+    """Two components with a gap of one pixel: the pixel between them is scored with the
+    last component only (the score the original keeps), so one candidate fewer."""
+    from captum_cd.attr.agglomerative import _level_sets, _Units
+
+    units = _Units.grid(3, 5, 1, (1, 3, 5))
+    left, right = np.array([5]), np.array([7])  # the middle row's first and third pixels; pixel 6 between them
+    membership, (position, unit) = _level_sets(units, [left, right])
+    assert sorted(zip(position.tolist(), unit.tolist())) == [(0, 0), (0, 10), (1, 2), (1, 6), (1, 8), (1, 12)]
+    assert membership.shape == (2 + 6, 15) and membership[:2].sum(1).tolist() == [1, 1]
+    assert all(membership[2 + i, [left, right][p][0]] and membership[2 + i, u] and membership[2 + i].sum() == 2 for i, (p, u) in enumerate(zip(position, unit)))

@@ -79,9 +79,23 @@ def test_trim_table2_quick_cd_finds_the_bin():
     assert cd_error < 5.0  # chance of picking bin 12 among 51 bins is 2%: an error of 98%
 
 
-def test_acd_speed_quick():
-    out = run("benchmarks/acd_speed.py", "--quick")
-    assert "iterations" in out
+def test_acd_speed_quick(tmp_path):
+    run("benchmarks/acd_speed.py", "--quick", tables=tmp_path / "tables.jsonl")
+    tables = read_tables(tmp_path / "tables.jsonl")
+    whole = next(rows for title, rows in tables.items() if title.startswith("AgglomerativeCD, whole hierarchy"))
+    assert [r["case"] for r in whole] == ["28x28, untrained, 4x4 blocks", "28x28, trained, 4x4 blocks", "64x64, untrained, 8x8 blocks"]
+    for r in whole:
+        units, passes, groups, steps = (int(r[k]) for k in ("units", "passes", "groups", "iterations"))
+        assert units == 49 if r["case"].startswith("28") else units == 64, r
+        assert 0 < number(r["CD s"]) <= number(r["median s"]) and number(r["own s"]) >= 0, r
+        # every unit alone and the whole input are scored; a pass per 512 units, then at
+        # most one per iteration and one per final merge; no pass is empty or over 512
+        assert units + steps + 1 <= groups <= 512 * passes, r
+        assert 2 <= passes <= -(-units // 512) + steps + int(r["merges"]) + 1, r
+    (original,) = (rows for title, rows in tables.items() if title.startswith("AgglomerativeCD against the original"))
+    for r in original:
+        assert int(r["levels"]) == int(r["iterations"]) and int(r["groups"]) <= int(r["CD calls"]) + 1, r
+        assert abs(number(r["speed-up"]) - number(r["acd 0.0.2 s"]) / number(r["captum-cd s"])) <= 0.5 + 0.02 * number(r["speed-up"]), r
 
 
 def test_text_speed_quick(tmp_path):

@@ -2,6 +2,7 @@
 prediction, built bottom-up with CD as the joining score (Singh et al., ICLR 2019;
 docs/methods.md, "Agglomerative CD")."""
 
+import hashlib
 import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 from captum.attr import Attribution
 from captum.log import log_usage
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
 from torch import nn, Tensor
 from tqdm.auto import tqdm
 
@@ -35,7 +38,8 @@ class AgglomerativeCD(Attribution):
     highest ``CD(A u B) - max(CD(A), CD(B))`` first, until one remains.
 
     All candidates of an iteration are scored in one batched CD pass, and no group is
-    scored twice (a cache keyed by the group).
+    scored twice (a cache keyed by the group); a unit on the borders of several
+    components is scored only with the last of them, the score the original keeps.
 
     More details: https://arxiv.org/abs/1806.05337
     """
@@ -230,10 +234,14 @@ class AgglomerativeCD(Attribution):
 
 class _Units:
     """Base units: a map from feature positions to units, each unit's mask, and which
-    units are adjacent (candidates) and connected (components)."""
+    units are adjacent (candidates) and connected (components), as sparse graphs so a
+    64x64 image's 4096 pixels cost no dense 4096 x 4096 matrix."""
 
-    def __init__(self, unit_map: np.ndarray, masks: Tensor, adjacent: np.ndarray, connected: np.ndarray):
+    def __init__(self, unit_map: np.ndarray, masks: Tensor, adjacent: sparse.csr_matrix, connected: sparse.csr_matrix, grid=None):
         self.unit_map, self.masks, self.adjacent, self.connected = unit_map, masks, adjacent, connected
+        self.grid = grid  # (rows, cols) of blocks, whose components scipy's image labelling finds faster
+        self.edges = adjacent.tocoo()  # (unit, neighbour) pairs, both ways
+        self.degree = np.diff(adjacent.indptr)
 
     @property
     def count(self) -> int:
@@ -246,47 +254,72 @@ class _Units:
         view = [1] * len(shape)
         view[token_axis] = length
         masks = eye.view(length, *view)  # broadcasts over the other feature dims
-        adjacent = np.eye(length, k=1, dtype=bool) | np.eye(length, k=-1, dtype=bool)
+        adjacent = _graph(unit_map[:-1], unit_map[1:], length)
         return cls(unit_map, masks, adjacent, adjacent)
 
     @classmethod
     def grid(cls, height: int, width: int, block: int, shape) -> "_Units":
         rows, cols = -(-height // block), -(-width // block)
         unit_map = (np.arange(height)[:, None] // block) * cols + np.arange(width)[None, :] // block
-        r, c = np.divmod(np.arange(rows * cols), cols)
-        dr, dc = np.abs(r[:, None] - r[None, :]), np.abs(c[:, None] - c[None, :])
-        adjacent = (dr + dc) == 1  # 4-neighbours
-        connected = np.maximum(dr, dc) == 1  # 8-neighbours
-        return cls(unit_map, _unit_masks(unit_map, rows * cols, shape), adjacent, connected)
+        ids = np.arange(rows * cols).reshape(rows, cols)
+        right, down = (ids[:, :-1], ids[:, 1:]), (ids[:-1, :], ids[1:, :])
+        diagonals = (ids[:-1, :-1], ids[1:, 1:]), (ids[:-1, 1:], ids[1:, :-1])
+        adjacent = _graph(*_pairs(right, down), rows * cols)  # 4-neighbours
+        connected = _graph(*_pairs(right, down, *diagonals), rows * cols)  # 8-neighbours
+        return cls(unit_map, _unit_masks(unit_map, rows * cols, shape), adjacent, connected, grid=(rows, cols))
 
     @classmethod
     def from_label_map(cls, labels: np.ndarray, shape) -> "_Units":
         _, unit_map = np.unique(labels, return_inverse=True)
         unit_map = unit_map.reshape(labels.shape)
         count = int(unit_map.max()) + 1
-        adjacent = np.zeros((count, count), bool)
-        for a, b in ((unit_map[:, 1:], unit_map[:, :-1]), (unit_map[1:, :], unit_map[:-1, :])):
-            touching = a != b
-            adjacent[a[touching], b[touching]] = adjacent[b[touching], a[touching]] = True
+        across = (unit_map[:, 1:], unit_map[:, :-1]), (unit_map[1:, :], unit_map[:-1, :])
+        a, b = _pairs(*across)
+        touching = a != b
+        adjacent = _graph(a[touching], b[touching], count)
         return cls(unit_map, _unit_masks(unit_map, count, shape), adjacent, adjacent)
 
     def components(self, selected: np.ndarray) -> List[np.ndarray]:
         """Connected components of the selected units, ordered by their first unit
         (the raster order scikit-image's ``label`` uses)."""
-        from scipy.sparse.csgraph import connected_components
-
         index = np.flatnonzero(selected)
         if index.size == 0:
             return []
-        _, labels = connected_components(self.connected[np.ix_(index, index)], directed=False)
-        comps = [index[labels == k] for k in range(labels.max() + 1)]
+        if self.grid is not None:  # 8-connected blocks: the image labelling of the block grid
+            labels = ndimage.label(selected.reshape(self.grid), structure=np.ones((3, 3), bool))[0].ravel()[index] - 1
+        else:
+            labels = connected_components(self.connected[index][:, index], directed=False)[1]
+        order = np.argsort(labels, kind="stable")  # each component's units stay in order
+        comps = np.split(index[order], np.cumsum(np.bincount(labels))[:-1])
         return sorted(comps, key=lambda c: c[0])
 
-    def neighbours(self, units: np.ndarray) -> np.ndarray:
-        """Units adjacent to the group and not in it, in order."""
-        inside = np.zeros(self.count, bool)
-        inside[units] = True
-        return np.flatnonzero(self.adjacent[units].any(0) & ~inside)
+    def borders(self, comps: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Each component's neighbours: units adjacent to it and not in it, in order."""
+        owner = np.zeros(self.count, np.int64)  # 1 + the component's position, 0: none
+        for position, comp in enumerate(comps):
+            owner[comp] = position + 1
+        inside, outside = self.edges.row, self.edges.col
+        leaving = (owner[inside] > 0) & (owner[outside] != owner[inside])
+        pairs = np.unique((owner[inside[leaving]] - 1) * self.count + outside[leaving])
+        position, unit = np.divmod(pairs, self.count)
+        return np.split(unit, np.searchsorted(position, np.arange(1, len(comps))))
+
+    def selected_neighbours(self, selected: np.ndarray) -> np.ndarray:
+        """How many of each unit's neighbours are selected."""
+        return self.adjacent @ selected.astype(np.int64)
+
+
+def _pairs(*pairs: Tuple[np.ndarray, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(a, b) index arrays of neighbouring positions, flattened and concatenated."""
+    return np.concatenate([a.ravel() for a, _ in pairs]), np.concatenate([b.ravel() for _, b in pairs])
+
+
+def _graph(a: np.ndarray, b: np.ndarray, count: int) -> sparse.csr_matrix:
+    """The undirected graph with edges a[i] - b[i] (duplicates once), as a boolean CSR matrix."""
+    edges = sparse.coo_matrix((np.ones(2 * len(a), bool), (np.r_[a, b], np.r_[b, a])), shape=(count, count)).tocsr()
+    edges.sum_duplicates()
+    edges.data[:] = True
+    return edges
 
 
 def _unit_masks(unit_map: np.ndarray, count: int, shape) -> Tensor:
@@ -322,7 +355,8 @@ def _broadcast_units(scores: Tensor, shape) -> Tensor:
 
 
 class _Scorer:
-    """CD scores of sets of units for one example, batched and cached."""
+    """CD scores of sets of units for one example, batched and cached: a set is a row of
+    a boolean membership matrix (sets x units), its cache key a digest of the row."""
 
     def __init__(self, cd: ContextualDecomposition, example: Tensor, args, units: _Units, target, score: str, per_pass: int):
         if score not in ("class", "difference"):
@@ -346,30 +380,48 @@ class _Scorer:
         # mask is then its membership read at each feature's unit, with no product.
         flat = units.masks.reshape(units.count, -1)
         partition = bool(((flat == 0) | (flat == 1)).all() and (flat.sum(0) == 1).all())
-        self.owner = flat.argmax(0) if partition else None
+        self.owner = flat.argmax(0).to(example.device) if partition else None
+        self.masks = None if partition else units.masks.to(example.device)
 
     def __call__(self, sets: Sequence[np.ndarray]) -> np.ndarray:
-        keys = [np.sort(s).tobytes() for s in sets]
-        todo = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        """The scores of sets given as arrays of units."""
+        membership = np.zeros((len(sets), self.units.count), bool)
+        if len(sets):
+            rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
+            membership[rows, np.concatenate([np.asarray(s, np.int64) for s in sets])] = True
+        return self.rows(membership)
+
+    def rows(self, membership: np.ndarray) -> np.ndarray:
+        """The scores of the sets a boolean (sets, units) matrix holds, one a row; only
+        the sets never scored before go through CD."""
+        # a digest of the packed row: 16 bytes a set however many units it holds
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in np.packbits(membership, axis=1)]
+        new = {k: i for i, k in enumerate(keys) if k not in self.cache}  # the first row of each new set
+        todo = np.fromiter(new.values(), np.int64, len(new))
         for start in range(0, len(todo), self.per_pass):
             chunk = todo[start : start + self.per_pass]
-            membership = np.zeros((len(chunk), self.units.count), np.float32)
-            rows = np.concatenate([np.full(len(key) // 8, i) for i, key in enumerate(chunk)])
-            membership[rows, np.frombuffer(b"".join(chunk), dtype=np.int64)] = 1.0
-            membership = torch.from_numpy(membership)
-            if self.owner is not None:
-                masks = membership.index_select(1, self.owner).view(len(chunk), *self.units.masks.shape[1:])
-            else:
-                masks = torch.tensordot(membership, self.units.masks, dims=1)
-            masks = masks.to(self.example.device)
-            if self.cd.layer is None:
-                masks = masks.to(self.example.dtype)
-            with torch.no_grad():
-                rel, _ = self.cd.decompose(self.example, masks, self.args)
-            rel = rel[:, 0]
-            values = rel[:, self.target] - rel[:, 1 - self.target] if self.difference else rel[:, self.target]
-            self.cache.update(zip(chunk, values.double().cpu().tolist()))
+            self.cache.update(zip((keys[i] for i in chunk), self._cd(membership[chunk])))
         return np.array([self.cache[k] for k in keys])
+
+    def _cd(self, membership: np.ndarray) -> List[float]:
+        """One batched CD pass over the sets (rows of ``membership``)."""
+        member = torch.from_numpy(membership).to(self.example.device)
+        dtype = self.example.dtype if self.cd.layer is None else torch.float32
+        if self.owner is not None:
+            masks = member.index_select(1, self.owner).to(dtype).view(len(member), *self.units.masks.shape[1:])
+        else:
+            masks = torch.tensordot(member.to(self.masks.dtype), self.masks, dims=1).to(dtype)
+        with torch.no_grad():
+            rel, _ = self.cd.decompose(self.example, masks, self.args)
+        rel = rel[:, 0]
+        values = rel[:, self.target] - rel[:, 1 - self.target] if self.difference else rel[:, self.target]
+        return values.double().cpu().tolist()
+
+    def each_unit(self) -> np.ndarray:
+        """Every base unit's own score, a pass's worth of units at a time (never an
+        (units x units) matrix: 50,000 pixels would need 2.5 GB)."""
+        n, step = self.units.count, self.per_pass
+        return np.concatenate([self.rows(np.arange(s, min(s + step, n))[:, None] == np.arange(n)) for s in range(0, n, step)])
 
     def one(self, units: np.ndarray) -> float:
         return float(self([units])[0])
@@ -422,7 +474,7 @@ def _threshold_1d(scores: np.ndarray, percentile: float) -> np.ndarray:
 def _agglomerate_1d(score: _Scorer, units: _Units, percentile: float, max_iterations: Optional[int], bar=None) -> Hierarchy:
     n = units.count
     everything = np.arange(n)
-    scores = score([np.array([u]) for u in range(n)])
+    scores = score.each_unit()
     unit_scores = scores.copy()
     selected = _threshold_1d(scores, percentile)
     levels: List[List[Component]] = []
@@ -470,9 +522,8 @@ def _threshold_2d(scores: np.ndarray, percentile: float) -> np.ndarray:
 def _smooth(units: _Units, selected: np.ndarray) -> np.ndarray:
     """A unit with 3 of its 4 neighbours selected joins (for superpixels: at least 3 and
     three quarters of its neighbours)."""
-    count = units.adjacent[:, selected].sum(1)
-    degree = units.adjacent.sum(1)
-    return selected | ((count >= 3) & (count >= 0.75 * degree))
+    count = units.selected_neighbours(selected)
+    return selected | ((count >= 3) & (count >= 0.75 * units.degree))
 
 
 def _correspond(previous: Dict[int, np.ndarray], comps: List[np.ndarray]) -> Dict[int, np.ndarray]:
@@ -501,7 +552,7 @@ def _correspond(previous: Dict[int, np.ndarray], comps: List[np.ndarray]) -> Dic
 
 def _agglomerate_2d(score: _Scorer, units: _Units, percentile: float, max_iterations: Optional[int], bar=None) -> Hierarchy:
     n = units.count
-    scores = score([np.array([u]) for u in range(n)])
+    scores = score.each_unit()
     unit_scores = scores.copy()
     selected = _threshold_2d(scores, percentile)
     levels: List[List[Component]] = []
@@ -512,15 +563,13 @@ def _agglomerate_2d(score: _Scorer, units: _Units, percentile: float, max_iterat
             break
         found = units.components(selected)
         comps = _correspond(comps, found) if step > 0 else {k: c for k, c in enumerate(found, start=1)}
-        borders = {k: units.neighbours(c) for k, c in comps.items()}
-        sets = [s for k, c in comps.items() for s in [c] + [np.append(c, u) for u in borders[k]]]
-        values = iter(score(sets))
-        comp_scores = {}
-        for k, comp in comps.items():
-            comp_scores[k] = next(values)
-            for u in borders[k]:
-                scores[u] = next(values) - comp_scores[k]
-        levels.append([Component(tuple(int(u) for u in comps[k]), float(comp_scores[k])) for k in comps])
+        membership, candidates = _level_sets(units, list(comps.values()))
+        values = score.rows(membership)
+        comp_values = values[: len(comps)]
+        comp_scores = dict(zip(comps, comp_values.tolist()))
+        position, unit = candidates
+        scores[unit] = values[len(comps) :] - comp_values[position]
+        levels.append([Component(tuple(c.tolist()), comp_scores[k]) for k, c in comps.items()])
         scores[selected] = np.nan
         selected = _smooth(units, selected | _threshold_2d(scores, percentile))
         _advance(bar, selected)
@@ -531,6 +580,27 @@ def _agglomerate_2d(score: _Scorer, units: _Units, percentile: float, max_iterat
     hierarchy = Hierarchy(levels, unit_scores, score.one(np.arange(n)), units.unit_map)
     _merge_final(score, comps, comp_scores, hierarchy, max_iterations, bar)
     return hierarchy
+
+
+def _level_sets(units: _Units, comps: List[np.ndarray]) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """The sets one iteration scores: every component, then ``C + u`` for each unit ``u``
+    on a component's border, as rows of a membership matrix; and each candidate's
+    (component position, unit).
+
+    A unit on the borders of several components takes the score it gets with the last
+    of them (the original assigns them in turn, so the last one stays); its candidates
+    with the others are not scored, since nothing reads their scores."""
+    borders = units.borders(comps)
+    position = np.repeat(np.arange(len(comps)), [len(b) for b in borders])
+    unit = np.concatenate(borders) if borders else np.zeros(0, np.int64)
+    last = len(unit) - 1 - np.unique(unit[::-1], return_index=True)[1]  # each unit's last component
+    position, unit = position[np.sort(last)], unit[np.sort(last)]
+    membership = np.zeros((len(comps), units.count), bool)
+    for k, comp in enumerate(comps):
+        membership[k, comp] = True
+    candidates = membership[position]
+    candidates[np.arange(len(unit)), unit] = True
+    return np.concatenate([membership, candidates]), (position, unit)
 
 
 def _advance(bar, selected: np.ndarray) -> None:
