@@ -221,12 +221,22 @@ def test_awd_benchmark_quick(tmp_path):
     assert all(0 <= number(r["test accuracy"]) <= 1 for r in mnist)
 
 
-def test_tutorial_decoder_phrases():
-    out = run("tutorials/06_decoder_phrases.py", "--quick")
-    assert "test accuracy" in out
-    table = out.split("corr. with phrase label")[1]
-    for name in ("CD", "LayerIntegratedGradients", "FeatureAblation"):
-        assert -1 <= float(table.split(name)[1].split()[0]) <= 1
+def test_tutorial_decoder_phrases(tmp_path):
+    from experiments.datasets.sst import load_sst
+
+    run("tutorials/06_decoder_phrases.py", "--quick", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "tutorial06_results.json").read_text())
+    assert 0 <= results["test accuracy"] <= 1 and results["training seconds"] > 0
+    sentences = load_sst("test")[: results["sentences"]]
+    assert results["phrases"] == sum(p.label is not None and p.stop - p.start >= 2 for e in sentences for p in e.phrases) > 0
+    correlations = results["correlations"]
+    assert sorted(correlations) == ["CD", "FeatureAblation", "LayerIntegratedGradients"]
+    assert all(math.isfinite(c) and -1 <= c <= 1 for c in correlations.values())
+    example = results["example"]
+    assert math.isfinite(example["score"]) and sorted(example["top phrases"]) == sorted(correlations)
+    for top in example["top phrases"].values():  # three phrases, largest magnitude first, inside the sentence
+        assert len(top) == 3 and [abs(v) for _, _, v in top] == sorted((abs(v) for _, _, v in top), reverse=True)
+        assert all(0 <= start and 2 <= stop - start < len(example["tokens"]) and stop <= len(example["tokens"]) for start, stop, _ in top)
 
 
 def test_scale_speed_quick():

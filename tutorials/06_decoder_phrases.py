@@ -25,6 +25,8 @@
 
 # %%
 import argparse
+import json
+import os
 import time
 import warnings
 
@@ -46,6 +48,7 @@ from experiments.sst_phrases import is_scored, PositiveMinusNegative, sst_data  
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="less training, fewer sentences (the test suite)")
+parser.add_argument("--out", default="outputs", help="folder for tutorial06_results.json")
 args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
 warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()
@@ -88,7 +91,8 @@ test, vocab = data.test, data.vocab
 model = DecoderSentiment(len(vocab))
 start = time.perf_counter()
 train_classifier(model, x, y, epochs=2 if args.quick else 4, batch_size=32, lr=2e-3, lengths=lengths)
-print(f"decoder: test accuracy {100 * accuracy(model, x_test, y_test, l_test):.1f}% (trained in {time.perf_counter() - start:.0f} s)")
+results = {"test accuracy": accuracy(model, x_test, y_test, l_test), "training seconds": time.perf_counter() - start}
+print(f"decoder: test accuracy {100 * results['test accuracy']:.1f}% (trained in {results['training seconds']:.0f} s)")
 
 
 # %% [markdown]
@@ -126,8 +130,10 @@ for example in sentences:
     labels.extend(p.fine_label for p in example.phrases if is_scored(p))
 print(f"\n{len(labels)} phrases of {len(sentences)} test sentences")
 print(f"  {'method':<26}{'corr. with phrase label':>24}")
+results.update(sentences=len(sentences), phrases=len(labels), correlations={})
 for name, values in scores.items():
-    print(f"  {name:<26}{float(np.corrcoef(values, labels)[0, 1]):>24.3f}")
+    results["correlations"][name] = float(np.corrcoef(values, labels)[0, 1])
+    print(f"  {name:<26}{results['correlations'][name]:>24.3f}")
 
 
 # %% [markdown]
@@ -141,6 +147,11 @@ with torch.no_grad():
     score = score_model(ids).item()
 print(f"\nsentence: {' '.join(example.tokens)}")
 print(f"positive-minus-negative logit: {score:+.2f} (treebank: {'positive' if example.label else 'negative'})")
+results["example"] = {"tokens": example.tokens, "score": score, "top phrases": {}}
 for name, values in phrase_scores(ids, spans).items():
     top = np.argsort(-np.abs(values))[:3]
     print(f"  {name}: " + "; ".join(f"'{' '.join(example.tokens[spans[i][0]:spans[i][1]])}' {values[i]:+.2f}" for i in top))
+    results["example"]["top phrases"][name] = [[*spans[i], float(values[i])] for i in top]
+os.makedirs(args.out, exist_ok=True)
+with open(os.path.join(args.out, "tutorial06_results.json"), "w") as f:
+    json.dump(results, f, indent=1)  # what the test suite checks
