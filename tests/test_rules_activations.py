@@ -74,26 +74,22 @@ SHAPLEY_FORM = {
 }
 
 
-@pytest.mark.parametrize("name", RELU_FORM)
-def test_relu_form_is_f_of_the_relevant_part(name):
-    f = RELU_FORM[name]
-    w, x, masks, beta, gamma = _setup()
-    rel, irr = _decompose(f, w, x, masks)
-    expected_rel, expected_irr = relu_form(f, beta, gamma)
-    torch.testing.assert_close(rel, expected_rel, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(irr, expected_irr, rtol=1e-12, atol=1e-12)
+FORMS = {
+    **{f"ReLU form: {name}": (f, relu_form, shapley_form) for name, f in RELU_FORM.items()},
+    **{f"Shapley form: {name}": (f, shapley_form, relu_form) for name, f in SHAPLEY_FORM.items()},
+}
 
 
-@pytest.mark.parametrize("name", SHAPLEY_FORM)
-def test_shapley_form_is_the_two_player_shapley_value(name):
-    f = SHAPLEY_FORM[name]
+@pytest.mark.parametrize("name", FORMS)
+def test_each_function_takes_its_form(name):
+    f, form, other = FORMS[name]
     w, x, masks, beta, gamma = _setup()
     rel, irr = _decompose(f, w, x, masks)
-    expected_rel, expected_irr = shapley_form(f, beta, gamma)
+    expected_rel, expected_irr = form(f, beta, gamma)
     torch.testing.assert_close(rel, expected_rel, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(irr, expected_irr, rtol=1e-12, atol=1e-12)
     # The two forms differ here, so the test tells which one the rule took.
-    assert (relu_form(f, beta, gamma)[0] - expected_rel).abs().max() > 1e-3
+    assert (other(f, beta, gamma)[0] - expected_rel).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name", ["sigmoid", "tanh", "gelu", "softplus"])
