@@ -1,6 +1,6 @@
-"""The library equals independent computations: a straight-line CD written in the tests,
-the original ``acd`` package (0.0.2), and hand-derived small cases of the affine rule (the
-other rule families' hand-derived cases are in tests/test_rules_*.py)."""
+"""The library equals independent computations: a straight-line CD written in the tests
+and the original ``acd`` package (0.0.2). (Hand-derived small cases of each rule family
+are in tests/test_rules_*.py.)"""
 
 import copy
 
@@ -84,27 +84,3 @@ def test_equals_original_acd_package():
         rel, irrel = cd.decompose(x, mask[None])
         torch.testing.assert_close(rel[0], beta.detach(), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(irrel[0], gamma.detach(), atol=1e-5, rtol=1e-5)
-
-
-def test_hand_derived_linear_relu():
-    # f(x) = relu(W x + b) then a sum; x = (1, 2), group = {x0}.
-    lin = nn.Linear(2, 2)
-    lin.weight.data = torch.tensor([[1.0, -1.0], [2.0, 1.0]])
-    lin.bias.data = torch.tensor([3.0, -1.0])
-    model = nn.Sequential(lin, nn.ReLU()).eval()
-    rel, irrel = ContextualDecomposition(model).decompose(torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 0.0]]))
-    # Unit 0: u = 1, v = -2, b = 3 -> beta = 1 + 3 * 1/3 = 2, gamma = -2 + 3 * 2/3 = 0;
-    #         relu: beta' = 2, gamma' = relu(2) - 2 = 0.
-    # Unit 1: u = 2, v = 2, b = -1 -> beta = 2 - 0.5 = 1.5, gamma = 1.5;
-    #         relu: beta' = 1.5, gamma' = relu(3) - 1.5 = 1.5.
-    torch.testing.assert_close(rel[0, 0], torch.tensor([2.0, 1.5]))
-    torch.testing.assert_close(irrel[0, 0], torch.tensor([0.0, 1.5]))
-
-
-def test_hand_derived_bias_with_nothing_to_split_is_halved():
-    # Both parts zero before the bias: the original's 1e-20 makes the split 50/50.
-    lin = nn.Linear(1, 1)
-    lin.weight.data.fill_(2.0)
-    lin.bias.data.fill_(4.0)
-    rel, irrel = ContextualDecomposition(lin).decompose(torch.zeros(1, 1), torch.ones(1, 1))
-    assert rel.item() == 2.0 and irrel.item() == 2.0

@@ -161,20 +161,6 @@ def test_dividing_two_unrelated_decomposed_values_is_refused():
 # --------------------------------------------------------------- functions real models call
 
 
-def test_addmm_is_a_linear_layer():
-    """Hugging Face's Conv1D (GPT-2): ``addmm(b, x, W)`` decomposes as ``F.linear(x, W^T, b)``."""
-    torch.manual_seed(0)
-    weight, bias = torch.randn(6, 4, dtype=DT), torch.randn(4, dtype=DT)
-    x = torch.randn(2, 5, 6, dtype=DT)
-    masks = (torch.rand(3, 5, 1) > 0.5).to(DT)
-    conv1d = Lambda(lambda h: torch.addmm(bias, h.view(-1, 6), weight).view(2, 5, 4))
-    rel = _decompose(conv1d, x, masks)
-    expected = _decompose(Lambda(lambda h: F.linear(h, weight.T, bias)), x, masks)
-    torch.testing.assert_close(rel, expected, rtol=1e-12, atol=1e-12)
-    scaled = Lambda(lambda h: torch.addmm(bias, h.view(-1, 6), weight, beta=0.5, alpha=2.0).view(2, 5, 4))
-    _decompose(scaled, x, masks)
-
-
 def test_rms_norm_by_hand_also_with_eager_elementwise_steps():
     """The statistic's own parts are never computed, also when elementwise steps run at once."""
     from captum_cd.attr.decomposition import lazy_elementwise
@@ -197,20 +183,3 @@ def test_addcmul_and_addcdiv_are_a_product_and_a_sum():
     torch.testing.assert_close(rel, _decompose(Lambda(lambda h: beta + 0.5 * (alpha * h)), x, masks), rtol=0, atol=1e-14)
     gated = _decompose(Lambda(lambda h: h.addcdiv(h, 1 + torch.exp(-h))), x, masks)  # h + silu(h)
     torch.testing.assert_close(gated, _decompose(Lambda(lambda h: h + F.silu(h)), x, masks), rtol=0, atol=1e-12)
-
-
-def test_grouped_mm_of_experts_equals_one_matmul_per_expert():
-    """Mixture-of-experts layers (transformers' grouped_mm experts) in float32 (the op's dtypes)."""
-    grouped = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
-    if grouped is None:
-        pytest.skip("this torch has no grouped_mm")
-    torch.manual_seed(0)
-    weight = torch.randn(3, 8, 4)  # (experts, in, out); the kernels want 16-byte strides
-    offs = torch.tensor([2, 2, 6], dtype=torch.int32)  # tokens 0-1 to expert 0, none to 1, 2-5 to 2
-    x = torch.randn(6, 8)
-    masks = (torch.rand(2, 6, 8) > 0.5).float()
-    rel, irr = ContextualDecomposition(Lambda(lambda h: grouped(h, weight, offs=offs))).decompose(x, masks)
-    parts = masks * x
-    expected = torch.cat([parts[:, :2] @ weight[0], parts[:, 2:] @ weight[2]], dim=1)
-    torch.testing.assert_close(rel, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(rel + irr, grouped(x, weight, offs=offs).expand_as(rel), rtol=1e-5, atol=1e-5)
