@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import captum_cd.attr.decomposition as decomposition
-import captum_cd.attr.rules._util as rule_util
 from captum_cd import ContextualDecomposition, grid_ids
 from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.windows import Sliding, slide, spatial_windows, Window
@@ -67,15 +65,8 @@ def both(model, x, ids, **kwargs):
     return windowed, dense
 
 
-@pytest.fixture
-def exact_split(monkeypatch):
-    # The dense path gives a group ~1e-20 of a bias where its linear image is 0; with a
-    # negligible epsilon both paths agree to rounding.
-    monkeypatch.setattr(rule_util, "bias_eps", lambda dtype: 1e-200)
-
-
 @pytest.mark.parametrize("side,block", [(64, 8), (64, 16), (45, 7), (52, 13)])
-def test_windows_give_the_dense_values(exact_split, side, block):
+def test_windows_give_the_dense_values(side, block):
     net = resnet_like()
     x = torch.randn(2, 3, side, side + 3, dtype=torch.float64)
     ids = grid_ids(side, side + 3, block)
@@ -83,13 +74,6 @@ def test_windows_give_the_dense_values(exact_split, side, block):
     assert dense.abs().max() > 1e-3
     torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-12 * dense.abs().max().item())
     assert any(w is not None for w in net[4].seen)  # the first blocks ran in windows
-
-
-def test_with_the_default_epsilon_the_values_agree_to_its_scale():
-    net = resnet_like()
-    x = torch.randn(1, 3, 48, 48, dtype=torch.float64)
-    windowed, dense = both(net, x, grid_ids(48, 48, 8), target=2)
-    torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-8 * dense.abs().max().item())
 
 
 def test_boxes_grow_with_the_receptive_field_and_go_dense():
@@ -102,20 +86,22 @@ def test_boxes_grow_with_the_receptive_field_and_go_dense():
     assert late is None or late.share > early.share
 
 
-def test_zero_regions_fall_back_to_dense(monkeypatch):
+def test_zero_backgrounds_stay_windowed_and_exact():
     """Where the whole input is 0 a conv's bias meets two zero parts and CD splits it
-    50/50 (every group gets half): a window would drop that, so the engine goes dense."""
+    50/50: every group gets half of it there, far outside its box. The shared background
+    carries that, so a digit on a zero background runs in windows with the dense values."""
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 16 * 16, 3))
-    net = net.double().eval()
+    recorder = Recorder()
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), recorder, nn.Conv2d(4, 4, 3, padding=1), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(4 * 8 * 8, 3),
+    ).double().eval()
     x = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
     x[..., 4:12, 4:12] = torch.rand(8, 8, dtype=torch.float64) + 0.5  # a digit on a zero background
-    windowed, dense = both(net, x, grid_ids(16, 16, 4), target=0)
+    windowed, dense = both(net, x, grid_ids(16, 16, 2), target=0)
+    assert recorder.seen[0] is not None
     torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-12)
-    # without the check, windows would give the groups other values: the check matters
-    monkeypatch.setitem(decomposition._KEEPS_ZERO, rule_util.split_bias, None)
-    unchecked, _ = both(net, x, grid_ids(16, 16, 4), target=0)
-    assert (unchecked - dense).abs().max() > 1e-6
+    assert dense[0, 0, 0, 0].abs() > 1e-6  # an all-zero corner block scores its half biases
 
 
 def test_steps_with_a_map_constant():
@@ -141,7 +127,7 @@ def test_steps_with_a_map_constant():
     torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-8 * dense.abs().max().item())
 
 
-def test_gradients_through_windows_match_dense(exact_split):
+def test_gradients_through_windows_match_dense():
     net = resnet_like()
     x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
     masks = grid_ids(32, 32, 8).flatten()

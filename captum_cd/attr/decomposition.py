@@ -20,9 +20,10 @@ Elementwise rules (bias split, activations) do not run at once: they are kept as
 from the full activation commutes with elementwise maps, so it gathers first and runs the
 chain on a quarter of the elements (conv - ReLU - pool is the common case).
 
-A local group of pixels may keep its relevant part as boxes around the group (a
-*window*, :mod:`captum_cd.attr.windows`): rules that know windows work on the boxes, and
-reading :attr:`Decomposition.rel` gives the dense parts to every other rule.
+A local group of pixels may keep its relevant part as boxes around the group and one
+background shared by all groups outside their boxes (a *window*,
+:mod:`captum_cd.attr.windows`): rules that know windows work on the boxes, and reading
+:attr:`Decomposition.rel` gives the dense parts to every other rule.
 """
 
 import contextlib
@@ -60,11 +61,21 @@ class Decomposition(Tensor):
     _view: Optional["ViewOf"] = None
     # Weak references to the views taken of this value, refreshed when it changes in place.
     _views: Optional[list] = None
-    # Set where ``_rel`` holds only boxes of the map around each group (module docstring).
+    # Set where ``_rel`` holds only boxes of the map around each group (module docstring);
+    # outside its box every group's part is ``_background`` (None: zero), which broadcasts
+    # against ``full`` and goes through the pending steps as the boxes do.
     _window: Optional[Window] = None
+    _background: Optional[Tensor] = None
 
     @staticmethod
-    def __new__(cls, full: Tensor, rel: Tensor, pending: Sequence[Pending] = (), window: Optional[Window] = None):
+    def __new__(
+        cls,
+        full: Tensor,
+        rel: Tensor,
+        pending: Sequence[Pending] = (),
+        window: Optional[Window] = None,
+        background: Optional[Tensor] = None,
+    ):
         # The subclass shares storage with a detached alias of ``full`` for metadata only;
         # every computation goes through ``__torch_function__`` and uses ``self.full``.
         if window is not None:
@@ -80,7 +91,7 @@ class Decomposition(Tensor):
         self.full = full
         self._rel = rel
         self._pending = tuple(pending)
-        self._window = window
+        self._window, self._background = window, background
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -92,11 +103,13 @@ class Decomposition(Tensor):
 
     @property
     def rel(self) -> Tensor:
+        if self._window is not None:  # every rule that does not know windows reads this
+            boxes, background = self.boxes()
+            self._rel = place(boxes, self._window, background=background)
+            self._window = self._background = None
         if self._pending:
             self._rel = apply_pending(self._rel, self._pending)
             self._pending = ()
-        if self._window is not None:  # every rule that does not know windows reads this
-            self._rel, self._window = place(self._rel, self._window), None
         return self._rel
 
     @property
@@ -111,39 +124,45 @@ class Decomposition(Tensor):
             self.rel
         return self._rel, self._pending
 
-    def lazy_boxes(self) -> Tuple[Tensor, Tuple[Pending, ...]]:
-        r""":meth:`lazy_parts` of a windowed value, kept in its boxes (the steps' context
-        is cut to the boxes too)."""
-        return self._rel, self._pending
+    def lazy_boxes(self) -> Tuple[Tensor, Tuple[Pending, ...], Optional[Tensor]]:
+        r""":meth:`lazy_parts` of a windowed value: its boxes and background before the
+        pending steps (whose context is the full activation's), and those steps."""
+        return self._rel, self._pending, self._background
 
     @property
     def window(self) -> Optional[Window]:
         """The boxes the relevant parts are kept in, or None (dense)."""
         return self._window
 
-    def boxes(self) -> Tensor:
-        r"""The windowed relevant parts ``(G, B, C, h, w)``, pending steps applied (for
-        window-aware rules, where :attr:`window` is set)."""
+    def boxes(self) -> Tuple[Tensor, Optional[Tensor]]:
+        r"""A windowed value's parts, pending steps applied: the boxes ``(G, B, C, h, w)``
+        and the background outside them (None: zero). For window-aware rules, where
+        :attr:`window` is set."""
         if self._pending:
-            self._rel, self._pending = apply_pending(self._rel, self._pending), ()
-        return self._rel
+            self._rel = apply_pending(self._rel, [(step, tuple(crop(c, self._window) for c in context)) for step, context in self._pending])
+            # (a zero background expanded: steps may write in place into their results)
+            zero = self._rel.new_zeros(()).expand(self.full.shape)
+            self._background = apply_pending(zero if self._background is None else self._background, self._pending)
+            self._pending = ()
+        return self._rel, self._background
 
     def _assign(self, other: "Decomposition") -> "Decomposition":
         """The result of an in-place op on this value: rebinds its parts (the storage is
         never read). A view writes into its base instead, as torch's views do, and the
         base's views (this one included) are taken again from the updated base."""
         if self._view is None or not self._view.write(other):
-            self._rebind(other.full, other._rel, other._pending, other._window)
+            self._rebind(other.full, other._rel, other._pending, other._window, other._background)
         return self
 
-    def _rebind(self, full: Tensor, rel: Tensor, pending: Tuple[Pending, ...], window: Optional[Window] = None) -> None:
-        self.full, self._rel, self._pending, self._window = full, rel, pending, window
+    def _rebind(self, full, rel, pending, window=None, background=None) -> None:
+        self.full, self._rel, self._pending = full, rel, pending
+        self._window, self._background = window, background
         if self._views:
             live = [v for v in (ref() for ref in self._views) if v is not None]
             self._views = [weakref.ref(v) for v in live]
             for view in live:
                 fresh = view._view.take(self)
-                view._rebind(fresh.full, fresh._rel, fresh._pending, fresh._window)
+                view._rebind(fresh.full, fresh._rel, fresh._pending, fresh._window, fresh._background)
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -273,51 +292,36 @@ def lazy_elementwise(lazy: bool) -> Iterator[None]:
 
 
 def pending_decomposition(
-    full: Tensor, base: Decomposition | Tensor, step: Callable[..., Tensor], *context: Tensor, window: Optional[Window] = None
+    full: Tensor,
+    base: Decomposition | Tensor,
+    step: Callable[..., Tensor],
+    *context: Tensor,
+    window: Optional[Window] = None,
+    background: Optional[Tensor] = None,
 ) -> Decomposition:
     """A Decomposition of ``full`` whose rel is ``step(rel_of_base, *context)``, applied lazily.
 
     ``base`` is either the input Decomposition of an elementwise op (its pending chain is
-    extended without materialising it) or an already computed rel tensor (boxes of
-    ``window``, if given). A windowed base stays windowed where the step keeps a zero
-    relevant part at zero (:func:`keeps_zero`); its context is cut to the boxes.
+    extended without materialising it) or an already computed rel tensor (the boxes of
+    ``window`` with ``background`` outside them, if given). A windowed value stays
+    windowed: the step runs on its boxes and on its background.
     """
     if isinstance(base, Decomposition):
-        window = base._window
-    if window is not None and full.shape[-2:] == window.map_size and _keeps_window(step, context):
-        context = tuple(crop(c, window) for c in context)
-    elif window is not None:  # the dense parts, then the step as everywhere else
-        base, window = place(base.boxes() if isinstance(base, Decomposition) else base, window), None
-    if not _LAZY_ELEMENTWISE.get():
-        rel = base if not isinstance(base, Decomposition) else base.boxes() if window is not None else base.rel
-        return Decomposition(full, step(rel, *context), window=window)
+        window, background = base._window, base._background
+    if window is not None and (full.shape[-2:] != window.map_size or _binds_map_tensor(step)):
+        boxes, background = base.boxes() if isinstance(base, Decomposition) else (base, background)
+        base, window, background = place(boxes, window, background=background), None, None
     if isinstance(base, Decomposition):
-        return Decomposition(full, base._rel, base._pending + ((step, context),), window=window)
-    return Decomposition(full, base, ((step, context),), window=window)
-
-
-# Elementwise steps that map a zero relevant part to zero (so a window stays exact), each
-# with a check of its context that says where that fails (None: it never does).
-_KEEPS_ZERO: Dict[Callable, Optional[Callable[..., bool]]] = {}
-
-
-def keeps_zero(step: Callable, unless: Optional[Callable[..., bool]] = None) -> Callable:
-    """Declares that ``step(0, *context)`` is 0, unless ``unless(*context)`` is True: a
-    windowed relevant part stays windowed through it (:mod:`captum_cd.attr.windows`)."""
-    _KEEPS_ZERO[step] = unless
-    return step
-
-
-def _keeps_window(step: Callable, context: tuple) -> bool:
-    func = step.func if isinstance(step, functools.partial) else step
-    if func not in _KEEPS_ZERO or _binds_map_tensor(step):
-        return False
-    unless = _KEEPS_ZERO[func]
-    return unless is None or not unless(*context)
+        result = Decomposition(full, base._rel, base._pending + ((step, context),), window, background)
+    else:
+        result = Decomposition(full, base, ((step, context),), window, background)
+    if not _LAZY_ELEMENTWISE.get():  # run the step now
+        result.boxes() if window is not None else result.rel
+    return result
 
 
 def _binds_map_tensor(value: Any) -> bool:
-    # A tensor bound into the step (not passed as context) is not cut to the boxes.
+    # A tensor bound into the step (not passed as context) cannot be cut to the boxes.
     if isinstance(value, functools.partial):
         value = (*value.args, *value.keywords.values())
     if isinstance(value, dict):

@@ -62,6 +62,9 @@ class Window:
     def share(self) -> float:
         return (self.size[0] * self.size[1]) / (self.map_size[0] * self.map_size[1])
 
+    def same_as(self, other: "Window") -> bool:
+        return self is other or (self.size == other.size and torch.equal(self.tops, other.tops) and torch.equal(self.lefts, other.lefts))
+
     def index_in(self, tops: Tensor, lefts: Tensor, width: int, device: torch.device) -> Tensor:
         """``(G, h*w)``: where each box element lies in a ``width``-wide region whose
         per-group origin is ``(tops, lefts)`` (the map itself: zeros and the map width)."""
@@ -125,21 +128,28 @@ def take(values: Tensor, window: Window, origin: Optional[Window] = None) -> Ten
     return picked.view(groups, b, c, *window.size)
 
 
-def place(boxes: Tensor, window: Window, into: Optional[Window] = None) -> Tensor:
-    """The boxes written into zeros the size of the map, or of the (larger) boxes ``into``."""
+def place(boxes: Tensor, window: Window, into: Optional[Window] = None, background: Optional[Tensor] = None) -> Tensor:
+    """The boxes written into the map (dense parts ``(G, B, C, H, W)``), or into the
+    (larger) boxes ``into``; elsewhere ``background`` (None: zero)."""
     groups, b, c = boxes.shape[:3]
-    tops, lefts, size = (into.tops, into.lefts, into.size) if into is not None else (
-        torch.zeros_like(window.tops), torch.zeros_like(window.lefts), window.map_size)
+    if into is None:
+        tops, lefts, size = torch.zeros_like(window.tops), torch.zeros_like(window.lefts), window.map_size
+    else:
+        tops, lefts, size = into.tops, into.lefts, into.size
+    if background is None:
+        base = boxes.new_zeros(groups, b, c, size[0] * size[1])
+    else:
+        if into is not None:
+            background = crop(background, into)
+        base = background.expand(groups, b, c, *size).reshape(groups, b, c, -1)
     index = window.index_in(tops, lefts, size[1], boxes.device)
-    zeros = boxes.new_zeros(groups, b, c, size[0] * size[1])
-    return zeros.scatter(-1, index[:, None, None, :].expand(groups, b, c, -1), boxes.flatten(-2)).view(
-        groups, b, c, *size
-    )
+    placed = base.scatter(-1, index[:, None, None, :].expand(groups, b, c, -1), boxes.flatten(-2))
+    return placed.view(groups, b, c, *size)
 
 
 def union(a: Window, b: Window) -> Window:
     """Boxes that contain both ``a``'s and ``b``'s, one size for every group."""
-    if a is b or (torch.equal(a.tops, b.tops) and torch.equal(a.lefts, b.lefts) and a.size == b.size):
+    if a.same_as(b):
         return a
     starts, ends = [], []
     for dim, (ta, tb) in enumerate(((a.tops, b.tops), (a.lefts, b.lefts))):

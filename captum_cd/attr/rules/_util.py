@@ -5,7 +5,7 @@ from typing import Any, Callable, Tuple
 import torch
 from torch import Tensor
 
-from captum_cd.attr.decomposition import Decomposition, keeps_zero
+from captum_cd.attr.decomposition import Decomposition
 
 
 def is_dec(value: Any) -> bool:
@@ -77,15 +77,6 @@ def split_bias(u: Tensor, out: Tensor, bias: Any) -> Tensor:
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, out, bias)):
         return _SplitBias.apply(u, out, bias)
     return _split_bias_value(u, out, bias)
-
-
-def _splits_zero_pair(out: Tensor, bias: Any) -> bool:
-    # Where both parts' linear images are 0 the split hands each part half of the
-    # bias (0/0 -> 1/2), so a zero relevant part would not stay zero there.
-    return bool(torch.eq(out, bias).any())
-
-
-keeps_zero(split_bias, unless=_splits_zero_pair)
 
 
 def _split_bias_value(u: Tensor, out: Tensor, bias: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from captum_cd.attr.decomposition import keeps_zero, pending_decomposition
+from captum_cd.attr.decomposition import pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, fulls, is_dec
 from captum_cd.attr.rules.arithmetic import singular
@@ -159,8 +159,6 @@ def hardtanh(func, args, kwargs):
     return (relu_form if lo <= 0 <= hi else shapley_activation)(func, args, kwargs)
 
 
-for step in (_relu_step, _shapley_step, _prelu_step):
-    keeps_zero(step)
 register_rule(RELU_FORM, relu_form)
 register_rule(SHAPLEY_FORM, shapley_activation)
 register_rule(CLAMP, clamp)

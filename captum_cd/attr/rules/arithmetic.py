@@ -37,7 +37,7 @@ from typing import Optional
 
 import torch
 
-from captum_cd.attr.decomposition import Decomposition, keeps_zero, pending_decomposition
+from captum_cd.attr.decomposition import Decomposition, pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import align, argument, fulls, is_dec, split_bias
 from captum_cd.attr.rules.lineage import common_root, compose, extend, lineage, shapley_of_root, with_lineage
@@ -85,15 +85,21 @@ def add(func, args, kwargs):
 
 
 def _sum_in_windows(a: Decomposition, b: Decomposition, sign_a, sign_b, out) -> Optional[Decomposition]:
-    """A residual sum of two windowed values: both parts moved into boxes holding both."""
+    """A residual sum of two windowed values: both moved into boxes that hold both."""
     if a.window is None or b.window is None or not a.full.shape == b.full.shape == out.shape:
         return None
     window = union(a.window, b.window)
-    rel_a, rel_b = (d.boxes() if d.window is window else place(d.boxes(), d.window, into=window) for d in (a, b))
-    rel = rel_a * sign_a + rel_b * sign_b if sign_a != 1 or sign_b != 1 else rel_a + rel_b
+    (boxes_a, back_a), (boxes_b, back_b) = a.boxes(), b.boxes()
+    boxes_a, boxes_b = (
+        boxes if d.window.same_as(window) else place(boxes, d.window, into=window, background=back)
+        for d, boxes, back in ((a, boxes_a, back_a), (b, boxes_b, back_b))
+    )
+    background = None if back_a is None and back_b is None else _signed_sum(
+        0 if back_a is None else back_a, 0 if back_b is None else back_b, sign_a, sign_b)
+    boxes = _signed_sum(boxes_a, boxes_b, sign_a, sign_b)
     if window.share > DENSE_SHARE:
-        return Decomposition(out, place(rel, window))
-    return Decomposition(out, rel, window=window)
+        return Decomposition(out, place(boxes, window, background=background))
+    return Decomposition(out, boxes, window=window, background=background)
 
 
 def _signed_sum(t, other=0, sign_a=1, sign_b=1):
@@ -205,8 +211,6 @@ def add_product(func, args, kwargs):
     return add(torch.add, (x, product), {})
 
 
-keeps_zero(torch.mul)
-keeps_zero(torch.neg)
 register_rule(ADD + SUB + RSUB, add)
 register_rule([torch.addcmul, T.addcmul, torch.addcdiv, T.addcdiv], add_product)
 register_rule(MUL, mul)

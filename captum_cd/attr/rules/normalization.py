@@ -77,7 +77,9 @@ def batch_norm(func, args, kwargs):
     if bias is not None:
         shift = shift + bias
     if x.window is not None and ndim == 4:  # per channel: the boxes stay where they are
-        return pending_decomposition(out, x.boxes() * scale, split_bias, out, shift, window=x.window)
+        boxes, background = x.boxes()
+        background = None if background is None else background * scale
+        return pending_decomposition(out, boxes * scale, split_bias, out, shift, window=x.window, background=background)
     return _affine_output(out, x.rel * scale, None, shift)
 
 

@@ -19,7 +19,7 @@ from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, is_dec
 from captum_cd.attr.rules.registry import register_rule
-from captum_cd.attr.windows import pool_positions, slide, Sliding, spans_map
+from captum_cd.attr.windows import crop, pool_positions, slide, Sliding, spans_map
 
 # function -> (the variant that returns indices, spatial dims, position of return_indices)
 MAX_POOL = {
@@ -109,10 +109,16 @@ def _max_pool_in_windows(x: Decomposition, out: Tensor, indices: Tensor, args, k
     layers = [Sliding(kernel[d], stride[d], padding[d], dilation[d]) for d in (0, 1)]
     window, _ = slide(x.window, layers, out.shape[-2:])
     at, inside = pool_positions(indices, x.window, window)
-    rel, steps = x.lazy_boxes()
-    pooled = _gather_boxes(rel, at) * inside
-    pending = tuple((step, tuple(_gather_boxes(c, at) for c in context)) for step, context in steps)
-    return Decomposition(out, pooled, pending, window=window)
+    boxes, steps, background = x.lazy_boxes()
+    shape = x.full.shape
+    pooled = _gather_boxes(boxes, at)
+    if background is None:
+        pooled = pooled * inside
+    else:  # a winner outside the box holds the background there
+        background = gather_at(background, indices, shape, 2)
+        pooled = torch.where(inside, pooled, crop(background, window))
+    pending = tuple((step, tuple(gather_at(c, indices, shape, 2) for c in context)) for step, context in steps)
+    return Decomposition(out, pooled, pending, window=window, background=background)
 
 
 def _gather_boxes(values, at: Tensor):
