@@ -77,7 +77,7 @@ def relevant_share(x: Parts) -> Tensor:
     """``p``: how much of a step's input is relevant, per group and example."""
     eps = bias_eps(x.full.dtype)
     rel = x.rel.abs().sum(-1, keepdim=True) + eps
-    return rel / (rel + (x.full - x.rel).abs().sum(-1, keepdim=True) + eps)
+    return rel / (rel + (x.full - x.rel).abs_().sum(-1, keepdim=True) + eps)
 
 
 def _bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor], like: Tensor):
@@ -90,13 +90,17 @@ def _bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor], like: Tensor):
 
 
 class LSTMWeights(NamedTuple):
-    """What every step of one LSTM direction reuses. The candidate gate's rows are
-    scaled by 2 so one sigmoid serves all four gates: ``tanh(x) = 2 sigmoid(2x) - 1``.
-    The output gate is not decomposed, so the relevant parts need only the i, f, g
-    columns (``three = 3H``): a quarter less of every product and elementwise step."""
+    """What every step of one LSTM direction reuses. One sigmoid serves all four gates,
+    the candidate gate's pre-activation scaled by 2: ``tanh(x) = 2 sigmoid(2x) - 1``; the
+    weights are not copied, the scale is applied to the products (by 2: exact). The output
+    gate is not decomposed, so the relevant parts need only the i, f, g columns (``3H``):
+    a quarter less of every product and elementwise step."""
 
-    w_ih_t: Tensor  # (D, 4H), scaled
-    w_hh_t: Tensor  # (H_in, 4H), scaled
+    w_ih_t: Tensor  # (D, 4H), a view of the weight
+    w_hh_t: Tensor  # (H_in, 4H)
+    w_ih_rel: Tensor  # (D, 3H): the i, f, g columns, for the relevant parts
+    w_hh_rel: Tensor  # (H_in, 3H)
+    raw_bias: Tensor  # (4H,): b_ih + b_hh
     bias: Tensor  # (4H,), scaled
     scale: Tensor  # 1 on i, f, o; 2 on g
     hidden: int
@@ -106,31 +110,38 @@ class LSTMWeights(NamedTuple):
     i_bias: Tensor  # I_bias, the input gate at the bias, (H,)
     fg_bias: Tensor  # F_bias and G_bias, (2H,)
     ig_bias: Tensor  # I_bias * G_bias, (H,)
+    gate_signs: Tensor  # (2, 1, 1, 3H): scale and -scale, the relevant part's factors in [rel + b, full - rel]
+    cell_signs: Tensor  # (2, 1, 1, 1): 1 and -1
 
     @classmethod
     def of(cls, w_ih: Tensor, w_hh: Tensor, bias: Tensor) -> "LSTMWeights":
         hidden = w_hh.shape[0] // 4
+        three = 3 * hidden
         scale = w_hh.new_ones(4 * hidden)
-        scale[2 * hidden : 3 * hidden] = 2.0
-        bias = scale * bias
+        scale[2 * hidden : three] = 2.0
+        scaled = scale * bias
         one_minus_scale = 1.0 - scale
-        at_bias = torch.addcmul(one_minus_scale, scale, torch.sigmoid(bias))
+        at_bias = torch.addcmul(one_minus_scale, scale, torch.sigmoid(scaled))
         i_bias, _, g_bias, _ = at_bias.split(hidden, -1)
+        cell_signs = w_hh.new_ones(2, 1, 1, 1)
+        cell_signs[1] = -1.0  # written on the device: no copy from the host
+        w_ih_t, w_hh_t = w_ih.t(), w_hh.t()
         return cls(
-            (scale[:, None] * w_ih).t(), (scale[:, None] * w_hh).t(), bias, scale, hidden, one_minus_scale,
-            0.5 * scale[: 3 * hidden], i_bias, at_bias[hidden : 3 * hidden], i_bias * g_bias,
+            w_ih_t, w_hh_t, w_ih_t[:, :three], w_hh_t[:, :three], bias, scaled, scale, hidden, one_minus_scale,
+            0.5 * scale[:three], i_bias, at_bias[hidden:three], i_bias * g_bias, cell_signs * scale[:three], cell_signs,
         )  # fmt: skip
 
     def project(self, x: Tensor, h: Tensor) -> Tensor:
         """The full pass's scaled pre-activations of steps with inputs ``x`` and previous states ``h``."""
-        return torch.addmm(torch.addmm(self.bias, x.flatten(0, -2), self.w_ih_t), h.flatten(0, -2), self.w_hh_t)
+        return torch.addmm(torch.addmm(self.raw_bias, x.flatten(0, -2), self.w_ih_t), h.flatten(0, -2), self.w_hh_t) * self.scale
 
 
 class LSTMSteps(NamedTuple):
     """Constants of the full pass, one per step (the first dimension): with them a step
-    of the relevant parts is a few large operations. ``points`` with the signs (1, -1)
-    (gates) or (2, -2) (cell) give both arguments of a nonlinearity in one ``addcmul``,
-    so one sigmoid serves both: ``[rel + b, full - rel]`` and ``[2 c_rel, 2c - 2 c_rel]``."""
+    of the relevant parts is a few large operations. ``points`` and the relevant part times
+    the signs (:class:`LSTMWeights`) give both arguments of a nonlinearity in one
+    ``addcmul``, so one sigmoid serves both: ``[rel + b, full - rel]`` (scaled) and
+    ``[2 c_rel, 2c - 2 c_rel]``."""
 
     gate_points: Tensor  # (T, 2, 1, B, 3H): the bias and the full pre-activation
     gate_offset: Tensor  # (T, B, 3H): (sigmoid(full) - sigmoid(bias)) * half_scale
@@ -159,42 +170,61 @@ class LSTMSteps(NamedTuple):
         )
 
 
-def lstm_relevant(xp: Tensor, share: Tensor, h: Tensor, c: Tensor, w: LSTMWeights, steps: LSTMSteps, w_hr, order):
+CHUNK_STEPS = 4  # steps whose relevant inputs are projected in one product
+
+
+def lstm_relevant(x: Parts, h: Tensor, c: Tensor, w: LSTMWeights, steps: LSTMSteps, w_hr: Optional[Tensor], order: Sequence[int]):
     r"""The relevant parts through one LSTM direction, ``order`` giving the steps.
 
-    ``xp`` (T, G, B, 3H): the relevant inputs projected on the scaled i, f, g rows;
-    ``share`` (G, T, B, 1): ``p``; ``h``, ``c`` (G, B, \*): the first relevant states.
-    Returns the relevant hidden state of every step (G, T, B, H_out), and the last
-    relevant h and c. A step, with ``L`` the gates' three-player linearisation::
+    ``x``: the direction's input, ``(T, B, D)`` and relevant parts ``(G, T, B, D)``;
+    ``h``, ``c`` (G, B, \*): the first relevant states. Returns the relevant hidden state of
+    every step (G, T, B, H_out) and the last relevant h and c. The relevant inputs are
+    projected ``CHUNK_STEPS`` steps at a time: products of many rows, and memory for those
+    steps only (all steps at once doubled the peak of CD through an LSTM).
+    """
+    groups, order = x.rel.shape[0], list(order)
+    constants = [k.unbind(0) for k in (steps.gate_points, steps.gate_offset, steps.cell_points, steps.cell_offset, steps.o)]
+    share = relevant_share(x).transpose(0, 1)  # (T, G, B, 1); its temporaries go before the loop's memory comes
+    h, out = h.reshape(-1, h.shape[-1]), None
+    for start in range(0, len(order), CHUNK_STEPS):
+        chunk = order[start : start + CHUNK_STEPS]
+        first, last = min(chunk), max(chunk) + 1
+        bias_shares = (share[first:last] * w.ig_bias).unbind(0)  # p I_bias G_bias
+        step_major = x.rel[:, first:last].transpose(0, 1).reshape(-1, x.rel.shape[-1])  # a step's rows contiguous
+        projected = torch.mm(step_major, w.w_ih_rel).view(last - first, groups, -1, w.w_ih_rel.shape[1]).unbind(0)
+        del step_major
+        for t in chunk:
+            h_rel, c = lstm_step(projected[t - first], bias_shares[t - first], h, c, w, [k[t] for k in constants])
+            if w_hr is not None:
+                h_rel = h_rel @ w_hr.t()
+            if out is None:
+                out = h_rel.new_empty(groups, x.rel.shape[1], *h_rel.shape[1:])
+            out[:, t] = h_rel  # written in place: no list of steps to stack
+            h = h_rel.view(-1, h_rel.shape[-1])
+    return out, out[:, order[-1]], c
+
+
+def lstm_step(xp: Tensor, bias_share: Tensor, h: Tensor, c: Tensor, w: LSTMWeights, constants: Sequence[Tensor]):
+    """One step of the relevant parts, ``(G, B, *)``: ``xp`` the input's projection on the
+    i, f, g rows, ``bias_share`` ``p I_bias G_bias``, ``h`` ``(G * B, H_in)``, ``constants``
+    the step's entries of :class:`LSTMSteps`. With ``L`` the gates' three-player
+    linearisation (bias first) and the cell's tanh through the sigmoid::
 
         L     = gate_offset + half_scale [sigmoid(rel + b) - sigmoid(full - rel)]
         c_rel = p I_bias G_bias + I_rel (G_rel + G_bias) + I_bias G_rel + (F_rel + F_bias) c_rel(t-1)
         h_rel = cell_offset + o [sigmoid(2 c_rel) - sigmoid(2c - 2 c_rel)]
     """
-    hidden, groups = w.hidden, xp.shape[1]
-    w_rel = w.w_hh_t[:, : 3 * hidden]
-    gate_signs = xp.new_ones(2, 1, 1, 1)
-    gate_signs[1] = -1.0  # written on the device: no copy from the host
-    cell_signs = 2.0 * gate_signs
-    xps, bias_shares = xp.unbind(0), (share.transpose(0, 1) * w.ig_bias).unbind(0)
-    gate_points, gate_offsets = steps.gate_points.unbind(0), steps.gate_offset.unbind(0)
-    cell_points, cell_offsets, outs = steps.cell_points.unbind(0), steps.cell_offset.unbind(0), steps.o.unbind(0)
-    h = h.reshape(-1, h.shape[-1])
-    outputs: List[Tensor] = [None] * xp.shape[0]  # type: ignore[list-item]
-    for t in order:
-        rel = torch.addmm(xps[t].view(-1, 3 * hidden), h, w_rel).view(groups, -1, 3 * hidden)
-        gates = torch.addcmul(gate_points[t], gate_signs, rel).sigmoid_()
-        L = torch.addcmul(gate_offsets[t], gates[0] - gates[1], w.half_scale)
-        FG_all = L[..., hidden:] + w.fg_bias  # F_rel + F_bias, G_rel + G_bias
-        c_new = torch.addcmul(bias_shares[t], L[..., :hidden], FG_all[..., hidden:])
-        c_new.addcmul_(L[..., 2 * hidden :], w.i_bias)
-        c = c_new.addcmul_(FG_all[..., :hidden], c)
-        cells = torch.addcmul(cell_points[t], cell_signs, c).sigmoid_()
-        h_rel = torch.addcmul(cell_offsets[t], cells[0] - cells[1], outs[t])
-        if w_hr is not None:
-            h_rel = h_rel @ w_hr.t()
-        outputs[t], h = h_rel, h_rel.view(-1, h_rel.shape[-1])
-    return torch.stack(outputs, 1), outputs[order[-1]], c
+    gate_points, gate_offset, cell_points, cell_offset, o = constants
+    hidden, groups, three = w.hidden, xp.shape[0], 3 * w.hidden
+    rel = torch.addmm(xp.view(-1, three), h, w.w_hh_rel).view(groups, -1, three)
+    gates = torch.addcmul(gate_points, w.gate_signs, rel).sigmoid_()  # sigmoid(rel + b), sigmoid(full - rel), scaled
+    L = torch.addcmul(gate_offset, gates[0] - gates[1], w.half_scale)
+    FG_all = L[..., hidden:] + w.fg_bias  # F_rel + F_bias, G_rel + G_bias
+    c_rel = torch.addcmul(bias_share, L[..., :hidden], FG_all[..., hidden:])
+    c_rel.addcmul_(L[..., 2 * hidden :], w.i_bias)
+    c_rel.addcmul_(FG_all[..., :hidden], c)
+    cells = torch.addcmul(cell_points, w.cell_signs, c_rel, value=2.0).sigmoid_()  # sigmoid(2 c_rel), sigmoid(2c - 2 c_rel)
+    return torch.addcmul(cell_offset, cells[0] - cells[1], o), c_rel
 
 
 def gru_step(xp: Parts, p: Tensor, h: Parts, w_hh: Tensor, b_ih, b_hh) -> Parts:
@@ -253,10 +283,7 @@ def _lstm_direction(x: Parts, state: Sequence[Parts], weights: List[Tensor], has
     h_full = h_full.flip(0) if reverse else h_full
     before = torch.cat([h_full[1:], h0.full[None]]) if reverse else torch.cat([h0.full[None], h_full[:-1]])
     pre = w.project(x.full, before).view(steps, h_full.shape[1], -1)
-    # (T, G, B, 3H), all steps at once, in one product (matmul of the transposed 4-d input would batch it)
-    rel_in = x.rel.transpose(0, 1).reshape(-1, x.rel.shape[-1])
-    xp = torch.mm(rel_in, w.w_ih_t[:, : 3 * w.hidden]).view(steps, x.rel.shape[0], -1, 3 * w.hidden)
-    rel, h, c = lstm_relevant(xp, relevant_share(x), h0.rel, c0.rel, w, LSTMSteps.of(pre, c0.full, w, order), w_hr, order)
+    rel, h, c = lstm_relevant(x, h0.rel, c0.rel, w, LSTMSteps.of(pre, c0.full, w, order), w_hr, order)
     return Parts(h_full, rel), (h, c)
 
 
@@ -317,7 +344,7 @@ def recurrent_layer(func, args, kwargs):
             sequences.append(sequence)
             for store, value in zip(finals, final):
                 store.append(value)
-        layer_input = Parts(torch.cat([s.full for s in sequences], -1), torch.cat([s.rel for s in sequences], -1))
+        layer_input = sequences[0] if dirs == 1 else Parts(*(torch.cat(parts, -1) for parts in zip(*sequences)))
 
     out_rel = layer_input.rel.transpose(1, 2) if batch_first else layer_input.rel
     output = Decomposition(out_full, out_rel)
@@ -339,8 +366,8 @@ def recurrent_cell(func, args, kwargs):
     if kind == "lstm":
         w = LSTMWeights.of(w_ih, w_hh, _bias(b_ih, b_hh, x.full).expand(w_hh.shape[0]))
         steps = LSTMSteps.of(w.project(x.full, states[0].full)[None], states[1].full, w, [0])
-        xp = (x.rel @ w.w_ih_t[:, : 3 * w.hidden])[None]
-        _, h, c = lstm_relevant(xp, relevant_share(x)[:, None], states[0].rel, states[1].rel, w, steps, None, [0])
+        one_step = Parts(x.full[None], x.rel[:, None])
+        _, h, c = lstm_relevant(one_step, states[0].rel, states[1].rel, w, steps, None, [0])
         full_h, full_c = func(x.full, [s.full for s in states], w_ih, w_hh, b_ih, b_hh)
         return Decomposition(full_h, h), Decomposition(full_c, c)
     xp = Parts(x.full @ w_ih.t(), x.rel @ w_ih.t())  # the LSTM folds its gate scales in above instead
