@@ -171,6 +171,18 @@ def test_cdep_cost_quick(tmp_path):
     assert all(number(r["saved-for-backward ratio"]) > 0 for r in rows)
 
 
+
+def test_cd_memory_quick(tmp_path):
+    run("benchmarks/cd_memory.py", "--quick", tables=tmp_path / "tables.jsonl")
+    ((title, rows),) = read_tables(tmp_path / "tables.jsonl").items()
+    assert [r["model"].split(",")[0] for r in rows] == ["LeNet", "LSTM (128)", "Transformer (2 layers", "ResNet-18 (1 block a stage)"]
+    for r in rows:  # every call holds memory of its own, and the ratio is the row's
+        forward, cd = number(r["forward (batch 65) MiB"]), number(r["CD, 64 groups MiB"])
+        assert forward > 0 and cd > 0, r
+        assert abs(number(r["CD / forward"]) - cd / forward) <= 0.01 * cd / forward + 0.006, r
+    if "high-water mark" in title:  # exact, not sampled: the peak holds at least LeNet's first conv output at batch 65
+        assert number(rows[0]["forward (batch 65) MiB"]) >= 65 * 32 * 24 * 24 * 4 / 2**20, rows[0]
+
 def test_tutorial_cdep(tmp_path):
     run("tutorials/04_cdep.py", "--quick", "--out", str(tmp_path))
     results = json.loads((tmp_path / "tutorial04_results.json").read_text())
