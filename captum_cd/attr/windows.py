@@ -27,9 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# A group's box must cover at most this share of the map for windows to start, and a
-# layer's output goes dense once its boxes cover more: gathering into and out of boxes
-# costs more than the work a nearly full box saves.
+# When windows pay (measured on LeNet at 28x28 and ResNets at 224, see
+# benchmarks/cd_speed.py and scale_speed.py): the background costs one ordinary pass, so
+# there must be a few groups; the boxes grow with every layer's receptive field, so a box
+# grown by MARGIN pixels each side must still cover at most START_SHARE of the map. A
+# layer's output goes dense once its boxes cover more than DENSE_SHARE: gathering into
+# and out of boxes then costs more than the work they save.
+MIN_GROUPS = 4
+MARGIN = 8
 START_SHARE = 0.5
 DENSE_SHARE = 0.6
 
@@ -75,8 +80,8 @@ class Window:
 
 def find_window(rel: Tensor) -> Optional[Window]:
     """The boxes holding each group's non-zeros, for relevant parts ``(G, B, C, H, W)``;
-    None where windows would not pay (another shape, or boxes over half the map)."""
-    if rel.ndim != 5 or rel.shape[0] == 0 or not _ENABLED.get():
+    None where windows would not pay (another shape, few groups, or large boxes)."""
+    if rel.ndim != 5 or rel.shape[0] < MIN_GROUPS or not _ENABLED.get():
         return None
     nonzero = rel.detach().ne(0).flatten(1, 2).any(1)  # (G, H, W)
     height, width = nonzero.shape[1:]
@@ -84,7 +89,7 @@ def find_window(rel: Tensor) -> Optional[Window]:
     first_col, last_col = _first_last(nonzero.any(1))
     h = max(int((last_row - first_row).max()) + 1, 1)
     w = max(int((last_col - first_col).max()) + 1, 1)
-    if h * w > START_SHARE * height * width:
+    if (h + 2 * MARGIN) * (w + 2 * MARGIN) > START_SHARE * height * width:
         return None
     tops = first_row.cpu().clamp(0, height - h)
     lefts = first_col.cpu().clamp(0, width - w)
