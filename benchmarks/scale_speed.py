@@ -7,7 +7,8 @@ heads) and a GPT-2-small-size decoder (12 layers, width 768, 12 heads, vocabular
 grid of 56x56 blocks, or 16 spans of 4 tokens. Text models are explained from their input
 embeddings (``inputs_embeds``), so every method sees the same float input.
 
-Methods: CD (``attribute`` with the group ids as ``feature_mask``), FeatureAblation
+Methods: CD (``attribute`` with the group ids as ``feature_mask``; on images also
+without spatial windows, each group's convolutions over the whole map), FeatureAblation
 (the same ids, 16 perturbations per pass), KernelShap (the same ids, 64 samples, 16 per
 pass), IntegratedGradients, DeepLift and GradientShap (zero baselines; their step and
 sample counts are printed, fewer than Captum's defaults to keep the run short).
@@ -51,6 +52,7 @@ declare_missing_torchvision_ops()  # before torchvision or transformers import i
 from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradients, KernelShap  # noqa: E402
 
 from captum_cd import ContextualDecomposition, grid_ids  # noqa: E402
+from captum_cd.attr.windows import spatial_windows  # noqa: E402
 
 try:
     from benchmarks._timing import print_table, progress
@@ -96,9 +98,13 @@ def cases(model: nn.Module, x: torch.Tensor, ids: torch.Tensor, target, steps: i
     cd, fa, ks = ContextualDecomposition(model), FeatureAblation(model), KernelShap(model)
     ig, dl, gs = IntegratedGradients(model), DeepLift(model), GradientShap(model)
     zeros = torch.zeros_like(x)
+    windows = {}
+    if x.ndim == 4:  # images: the same call with each group's convolutions over the whole map
+        windows["CD without windows (16 groups)"] = lambda: _dense(cd.attribute, x, target=target, feature_mask=ids)
     return {
         "forward": lambda: _no_grad(model, x),
         "CD (attribute, 16 groups)": lambda: cd.attribute(x, target=target, feature_mask=ids),
+        **windows,
         "FeatureAblation (16 groups)": lambda: fa.attribute(x, target=target, feature_mask=ids, perturbations_per_eval=16),
         "KernelShap (16 groups, 64 samples)": lambda: ks.attribute(
             x, target=target, feature_mask=ids, n_samples=64, perturbations_per_eval=16
@@ -176,6 +182,11 @@ def _no_grad(fn, *args):
         return fn(*args)
 
 
+def _dense(fn, *args, **kwargs):
+    with spatial_windows(False):
+        return fn(*args, **kwargs)
+
+
 def run(quick: bool, device: torch.device, batch: int, repeats: int, steps: int) -> Dict[str, Dict[str, Tuple]]:
     torch.manual_seed(0)
     warnings.filterwarnings("ignore")
@@ -208,7 +219,7 @@ def report(results: Dict[str, Dict[str, Tuple]]) -> None:
                 rows.append((name, "-", "-", "-", "-", f"failed: {peak}"))
                 continue
             ratio = f"{peak / base_peak:.1f}x" if base_peak > 0 else "-"
-            rows.append((name, f"{seconds * 1e3:.0f}", f"{seconds / base_time:.1f}x", f"{peak / 2**20:.0f}", ratio, ""))
+            rows.append((name, f"{seconds * 1e3:.1f}", f"{seconds / base_time:.1f}x", f"{peak / 2**20:.0f}", ratio, ""))
         print_table(title, rows, ["method", "median ms", "time / forward", "peak MiB", "peak / forward", ""])
 
 
