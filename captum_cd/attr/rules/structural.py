@@ -102,8 +102,19 @@ def getitem(func, args, kwargs):
     x, index = args
     if any(is_dec(i) for i in leaves(index)):
         raise DecompositionError("indexing with a decomposed index has no rule.")
-    rel_index = (slice(None),) + (index if isinstance(index, tuple) else (index,))
-    return Decomposition(x.full[index], x.rel[rel_index])
+    index = index if isinstance(index, tuple) else (index,)
+    if _separated_advanced(index):  # torch moves those dims first: index each group's part alone
+        return Decomposition(x.full[index], torch.vmap(lambda r: r[index])(x.rel))
+    return Decomposition(x.full[index], x.rel[(slice(None),) + index])
+
+
+def _separated_advanced(index: tuple) -> bool:
+    """Whether advanced indices (tensors, lists; ints among them) are not side by side."""
+    arrays = [isinstance(i, (Tensor, list)) for i in index]
+    if not any(arrays):
+        return False
+    advanced = [k for k, (i, a) in enumerate(zip(index, arrays)) if a or isinstance(i, int)]
+    return advanced != list(range(advanced[0], advanced[-1] + 1))
 
 
 def setitem(func, args, kwargs):
