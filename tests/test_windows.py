@@ -8,7 +8,7 @@ from torch import nn
 
 from captum_cd import ContextualDecomposition, grid_ids
 from captum_cd.attr.decomposition import Decomposition
-from captum_cd.attr.windows import Sliding, slide, spatial_windows, Window
+from captum_cd.attr.windows import slide, spatial_windows, Window
 
 
 class Block(nn.Module):
@@ -161,8 +161,7 @@ def test_slide_covers_every_output_a_box_reaches(k, s, p, d):
     window = Window(tops, lefts, (6, 3), (height, width))
     out_h = (height + 2 * p - d * (k - 1) - 1) // s + 1
     out_w = (width + 2 * p - d * (k - 1) - 1) // s + 1
-    layer = Sliding(k, s, p, d)
-    out_window, _ = slide(window, [layer, layer], (out_h, out_w))
+    out_window, _ = slide(window, (k, k), (s, s), (p, p), (d, d), (out_h, out_w))
     for g in range(4):
         box = torch.zeros(1, 1, height, width)
         box[..., tops[g] : tops[g] + 6, lefts[g] : lefts[g] + 3] = 1

@@ -21,7 +21,7 @@ lie, how a layer moves them, and moving values in and out of them.
 import contextlib
 import contextvars
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,7 @@ START_SHARE = 0.5
 DENSE_SHARE = 0.6
 
 
+Pair = Tuple[int, int]
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("captum_cd_spatial_windows", default=True)
 
 
@@ -166,22 +167,14 @@ def union(a: Window, b: Window) -> Window:
     return Window(tops, lefts, size, a.map_size)
 
 
-@dataclass(frozen=True)
-class Sliding:
-    """A sliding-window layer along one spatial dim (convolution, pooling)."""
-
-    kernel: int
-    stride: int
-    padding: int
-    dilation: int
-
-
-def slide(window: Window, layers: Sequence[Sliding], out_size: Tuple[int, int]) -> Tuple[Window, list]:
-    """The output boxes of a sliding layer, and for each dim the input each box needs:
+def slide(window: Window, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair, out_size: Pair) -> Tuple[Window, list]:
+    """The output boxes of a 2-D sliding layer (convolution, pooling; each argument a
+    pair over rows and columns), and for each dim the input each box needs:
     ``(start within the input box, length)`` per group, zeros beyond the input box."""
     starts, sizes, needs = [], [], []
-    for origin, n, layer, n_out in zip((window.tops, window.lefts), window.size, layers, out_size):
-        k, s, p, d = layer.kernel, layer.stride, layer.padding, layer.dilation
+    for dim, origin in enumerate((window.tops, window.lefts)):
+        n, n_out = window.size[dim], out_size[dim]
+        k, s, p, d = kernel[dim], stride[dim], padding[dim], dilation[dim]
         # Output i reads input rows s*i - p + d*j, j < k: those touching [origin, origin + n).
         first = -torch.div(-(origin + p - d * (k - 1)), s, rounding_mode="floor")
         last = torch.div(origin + n - 1 + p, s, rounding_mode="floor")

@@ -39,6 +39,11 @@ def argument(args: tuple, kwargs: dict, index: int, name: str, default: Any = No
     return kwargs.get(name, default)
 
 
+def pair(value: Any) -> Any:
+    """A 2-D layer's ``int`` argument as ``(rows, columns)``; a pair or a string as it is."""
+    return tuple(value) if isinstance(value, (tuple, list)) else value if isinstance(value, str) else (value, value)
+
+
 def replace_argument(args: tuple, kwargs: dict, index: int, name: str, value: Any) -> Tuple[tuple, dict]:
     if len(args) > index:
         return args[:index] + (value,) + args[index + 1 :], kwargs

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from captum_cd.attr.decomposition import Decomposition, pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
-from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, replace_argument, split_bias
+from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, pair, replace_argument, split_bias
 from captum_cd.attr.rules.registry import register_rule
 from captum_cd.attr.rules.structural import _bilinear
-from captum_cd.attr.windows import crop, DENSE_SHARE, inputs_for, place, slide, Sliding
+from captum_cd.attr.windows import crop, DENSE_SHARE, inputs_for, place, slide
 
 # function -> number of spatial dimensions (0 for linear: any leading dimensions work)
 AFFINE = {
@@ -63,13 +63,12 @@ def conv2d_in_windows(x: Decomposition, out, args, kwargs):
     the input region it reads (:mod:`captum_cd.attr.windows`); None for string padding."""
     weight, bias = argument(args, kwargs, 1, "weight"), argument(args, kwargs, 2, "bias")
     stride, padding, dilation = (
-        _pair(argument(args, kwargs, i, name, default)) for i, name, default in ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1))
+        pair(argument(args, kwargs, i, name, default)) for i, name, default in ((3, "stride", 1), (4, "padding", 0), (5, "dilation", 1))
     )
     if isinstance(padding[0], str):
         return None
     groups = argument(args, kwargs, 6, "groups", 1)
-    layers = [Sliding(weight.shape[2 + d], stride[d], padding[d], dilation[d]) for d in (0, 1)]
-    window, needs = slide(x.window, layers, out.shape[-2:])
+    window, needs = slide(x.window, weight.shape[2:], stride, padding, dilation, out.shape[-2:])
     boxes, background = x.boxes()
     if background is not None:  # convolve what differs from it in the boxes, and it alone
         boxes = boxes - crop(background, x.window)
@@ -83,10 +82,6 @@ def conv2d_in_windows(x: Decomposition, out, args, kwargs):
     if bias is None:
         return Decomposition(out, u, window=window, background=background)
     return pending_decomposition(out, u, split_bias, out, bias.view(-1, 1, 1), window=window, background=background)
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else value if isinstance(value, str) else (value, value)
 
 
 def add_matmul(func, args, kwargs):

@@ -17,9 +17,9 @@ from torch import Tensor
 
 from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
-from captum_cd.attr.rules._util import argument, is_dec
+from captum_cd.attr.rules._util import argument, is_dec, pair
 from captum_cd.attr.rules.registry import register_rule
-from captum_cd.attr.windows import crop, pool_positions, slide, Sliding, spans_map
+from captum_cd.attr.windows import crop, pool_positions, slide, spans_map
 
 # function -> (the variant that returns indices, spatial dims, position of return_indices)
 MAX_POOL = {
@@ -102,12 +102,11 @@ def max_pool(func, args, kwargs):
 def _max_pool_in_windows(x: Decomposition, out: Tensor, indices: Tensor, args, kwargs) -> Decomposition:
     """Max pooling of relevant parts kept in windows: each group's output box gathers at
     the winners inside its input box (a winner outside it holds a zero part there)."""
-    kernel = _pair(argument(args, kwargs, 1, "kernel_size"))
+    kernel = pair(argument(args, kwargs, 1, "kernel_size"))
     stride = argument(args, kwargs, 2, "stride", None)
-    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else _pair(stride)
-    padding, dilation = _pair(argument(args, kwargs, 3, "padding", 0)), _pair(argument(args, kwargs, 4, "dilation", 1))
-    layers = [Sliding(kernel[d], stride[d], padding[d], dilation[d]) for d in (0, 1)]
-    window, _ = slide(x.window, layers, out.shape[-2:])
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else pair(stride)
+    padding, dilation = pair(argument(args, kwargs, 3, "padding", 0)), pair(argument(args, kwargs, 4, "dilation", 1))
+    window, _ = slide(x.window, kernel, stride, padding, dilation, out.shape[-2:])
     at, inside = pool_positions(indices, x.window, window)
     boxes, steps, background = x.lazy_boxes()
     shape = x.full.shape
@@ -128,10 +127,6 @@ def _gather_boxes(values, at: Tensor):
         return values
     flat = values.expand(*at.shape[:3], *values.shape[-2:]).flatten(-2)
     return gather_last(flat, at.flatten(-2)).view(at.shape)
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def select_along_dim(func, args, kwargs):
