@@ -1,21 +1,20 @@
-r"""Spatial windows: a group of nearby pixels has no relevant part far from it.
+r"""Spatial windows: a group of nearby pixels differs from the others only near it.
 
 A convolution, batch norm, activation or max pool computes each output position from a
 neighbourhood of its input, so the relevant part of a local group (a block, a superpixel,
-one pixel) is zero outside the group's receptive field until that field covers the map:
-where ``W beta = 0`` the bias split gives the group no share. A *windowed* relevant part
-keeps, for each group, only a box of the ``(H, W)`` map that holds all of it: shape
-``(G, B, C, h, w)``, one box size for every group, group ``g``'s box starting at row
-``tops[g]`` and column ``lefts[g]``. Window-aware rules (2-D convolution, batch norm,
-elementwise steps, max pooling, residual sums) work on the boxes, so a group costs the
-work of its window instead of the whole map; any other rule reads the dense relevant
-part, so windows change the cost, never the values.
+one pixel) differs from what every group shares only inside the group's receptive field,
+until that field covers the map. A *windowed* relevant part keeps, for each group, a box
+of the ``(H, W)`` map: shape ``(G, B, C, h, w)``, one box size for every group, group
+``g``'s box starting at row ``tops[g]`` and column ``lefts[g]``; outside its box every
+group's part is one shared *background* (zero at the input; after a bias split it holds
+the small shares of the bias a group gets where its linear image is 0, and half the bias
+where both parts are 0). Window-aware rules (2-D convolution, batch norm, elementwise
+steps, max pooling, residual sums) work on the boxes and once on the background, so a
+group costs the work of its box; any other rule reads the dense relevant part, so
+windows change the cost, never the values (up to rounding).
 
-"Zero" is the engine's zero up to rounding: where the dense computation splits a bias
-between two parts that are both (nearly) zero it gives each half of it (CD's 0/0
-convention); the engine checks for such positions and goes dense when one exists, so a
-window is only used where it is exact. This module is geometry on tensors: where boxes
-lie, how a layer moves them, and moving values in and out of them.
+This module is the geometry: where boxes lie, how a layer moves them, and moving values
+in and out of them. :class:`~captum_cd.attr.decomposition.Decomposition` holds the boxes.
 """
 
 import contextlib
@@ -57,7 +56,7 @@ def spatial_windows(enabled: bool) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Window:
-    """Per group, the box of a 2-D map outside which its relevant part is zero."""
+    """Per group, the box of a 2-D map outside which its relevant part is the background."""
 
     tops: Tensor  # (G,) int64 on the CPU: the geometry is bookkeeping, never a kernel
     lefts: Tensor
