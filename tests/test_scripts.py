@@ -274,6 +274,8 @@ def test_locality_bound_quick():
     out = run("benchmarks/locality_bound.py", "--quick")
     share = float(out.split("conv work inside the boxes:")[1].split("%")[0])
     assert 0 < share <= 100  # a share of the work, measured from the relevant parts' supports
+    dense, boxes = (float(out.split(f"{kind} ")[1].split(" GFLOP")[0]) for kind in ("dense", "in windows"))
+    assert 0 < boxes < dense  # the windows' convolutions are counted by the profiler, not assumed
 
 
 def test_attribute_passes_quick():
