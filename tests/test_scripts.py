@@ -161,14 +161,22 @@ def test_cdep_experiments_quick(tmp_path):
 
 
 def test_cdep_cost_quick(tmp_path):
-    run("benchmarks/cdep_cost.py", "--quick", tables=tmp_path / "tables.jsonl")
-    (rows,) = read_tables(tmp_path / "tables.jsonl").values()
-    methods = {r["method"] for r in rows}
-    assert {"vanilla", "CDEP, 8 regions", "CDEP, 8 regions, shared pass", "RRR"} <= methods
-    check_timing_table(rows, "vanilla", ratio_column="time ratio")
-    vanilla = next(r for r in rows if r["method"] == "vanilla")
-    assert number(vanilla["saved-for-backward ratio"]) == 1.0
-    assert all(number(r["saved-for-backward ratio"]) > 0 for r in rows)
+    run("benchmarks/cdep_cost.py", "--quick", "--runs", "2", tables=tmp_path / "tables.jsonl")
+    tables = read_tables(tmp_path / "tables.jsonl")
+    steps = [rows for title, rows in tables.items() if title.startswith("Training step")]
+    assert len(steps) == 2  # one table a run
+    for rows in steps:
+        methods = {r["method"] for r in rows}
+        assert {"vanilla", "CDEP, 8 regions", "CDEP, 8 regions, shared pass", "RRR", "Expected Gradients (50 refs)"} <= methods
+        check_timing_table(rows, "vanilla", ratio_column="time ratio")
+        vanilla = next(r for r in rows if r["method"] == "vanilla")
+        assert number(vanilla["saved-for-backward ratio"]) == 1.0
+        assert all(number(r["saved-for-backward ratio"]) > 0 for r in rows)
+    (goals,) = (rows for title, rows in tables.items() if title.startswith("CDEP against"))
+    assert [r["case"] for r in goals] == ["CDEP, 1 region", "CDEP, 1 region, shared pass", "CDEP, 8 regions", "CDEP, 8 regions, shared pass"]
+    for r in goals:  # each run's ratio is its table's, and the worst is their largest
+        runs = [number(next(row for row in rows if row["method"] == r["case"])["time ratio"]) for rows in steps]
+        assert [number(r["run 1"]), number(r["run 2"])] == runs and number(r["worst"]) == max(runs), r
 
 
 
