@@ -233,29 +233,28 @@ class AgglomerativeCD(Attribution):
 
 
 class _Units:
-    """Base units: a map from feature positions to units, each unit's mask, and which
-    units are adjacent (candidates) and connected (components), as sparse graphs so a
-    64x64 image's 4096 pixels cost no dense 4096 x 4096 matrix."""
+    """Base units: a map from feature positions to units (they partition the features),
+    the shape of a set's mask (``unit_map``'s shape, dimensions of size 1 where the mask
+    broadcasts), and which units are adjacent (candidates) and connected (components),
+    as sparse graphs: a 64x64 image's 4096 pixels cost no dense 4096 x 4096 matrix."""
 
-    def __init__(self, unit_map: np.ndarray, masks: Tensor, adjacent: sparse.csr_matrix, connected: sparse.csr_matrix, grid=None):
-        self.unit_map, self.masks, self.adjacent, self.connected = unit_map, masks, adjacent, connected
+    def __init__(self, unit_map: np.ndarray, mask_shape, adjacent: sparse.csr_matrix, connected: sparse.csr_matrix, grid=None):
+        self.unit_map, self.mask_shape, self.adjacent, self.connected = unit_map, tuple(mask_shape), adjacent, connected
         self.grid = grid  # (rows, cols) of blocks, whose components scipy's image labelling finds faster
         self.edges = adjacent.tocoo()  # (unit, neighbour) pairs, both ways
         self.degree = np.diff(adjacent.indptr)
 
     @property
     def count(self) -> int:
-        return self.masks.shape[0]
+        return self.adjacent.shape[0]
 
     @classmethod
     def chain(cls, length: int, shape, token_axis: int) -> "_Units":
         unit_map = np.arange(length)
-        eye = torch.eye(length)
-        view = [1] * len(shape)
-        view[token_axis] = length
-        masks = eye.view(length, *view)  # broadcasts over the other feature dims
+        mask_shape = [1] * len(shape)
+        mask_shape[token_axis] = length  # broadcasts over the other feature dims
         adjacent = _graph(unit_map[:-1], unit_map[1:], length)
-        return cls(unit_map, masks, adjacent, adjacent)
+        return cls(unit_map, mask_shape, adjacent, adjacent)
 
     @classmethod
     def grid(cls, height: int, width: int, block: int, shape) -> "_Units":
@@ -266,7 +265,7 @@ class _Units:
         diagonals = (ids[:-1, :-1], ids[1:, 1:]), (ids[:-1, 1:], ids[1:, :-1])
         adjacent = _graph(*_pairs(right, down), rows * cols)  # 4-neighbours
         connected = _graph(*_pairs(right, down, *diagonals), rows * cols)  # 8-neighbours
-        return cls(unit_map, _unit_masks(unit_map, rows * cols, shape), adjacent, connected, grid=(rows, cols))
+        return cls(unit_map, _image_mask_shape(unit_map, shape), adjacent, connected, grid=(rows, cols))
 
     @classmethod
     def from_label_map(cls, labels: np.ndarray, shape) -> "_Units":
@@ -277,7 +276,7 @@ class _Units:
         a, b = _pairs(*across)
         touching = a != b
         adjacent = _graph(a[touching], b[touching], count)
-        return cls(unit_map, _unit_masks(unit_map, count, shape), adjacent, adjacent)
+        return cls(unit_map, _image_mask_shape(unit_map, shape), adjacent, adjacent)
 
     def components(self, selected: np.ndarray) -> List[np.ndarray]:
         """Connected components of the selected units, ordered by their first unit
@@ -322,9 +321,9 @@ def _graph(a: np.ndarray, b: np.ndarray, count: int) -> sparse.csr_matrix:
     return edges
 
 
-def _unit_masks(unit_map: np.ndarray, count: int, shape) -> Tensor:
-    one_hot = torch.as_tensor(unit_map).flatten() == torch.arange(count)[:, None]
-    return one_hot.float().view(count, *([1] * (len(shape) - 2)), *unit_map.shape)
+def _image_mask_shape(unit_map: np.ndarray, shape) -> Tuple[int, ...]:
+    """A set's mask over ``(C, H, W)`` features: ``(1, H, W)``, shared by the channels."""
+    return (*([1] * (len(shape) - 2)), *unit_map.shape)
 
 
 def _superpixel_map(example: Tensor, superpixels, size) -> np.ndarray:
@@ -376,12 +375,8 @@ class _Scorer:
             raise ValueError(f"score='difference' needs a binary model (output (B, 2)); got output of shape {tuple(out.shape)}.")
         self.target, self.difference = int(target), score == "difference"
         self.cache: Dict[bytes, float] = {}
-        # Base units partition the features (every feature in exactly one unit): a set's
-        # mask is then its membership read at each feature's unit, with no product.
-        flat = units.masks.reshape(units.count, -1)
-        partition = bool(((flat == 0) | (flat == 1)).all() and (flat.sum(0) == 1).all())
-        self.owner = flat.argmax(0).to(example.device) if partition else None
-        self.masks = None if partition else units.masks.to(example.device)
+        # A set's mask is its membership read at each feature's unit.
+        self.owner = torch.as_tensor(units.unit_map.ravel(), device=example.device)
 
     def __call__(self, sets: Sequence[np.ndarray]) -> np.ndarray:
         """The scores of sets given as arrays of units."""
@@ -407,10 +402,7 @@ class _Scorer:
         """One batched CD pass over the sets (rows of ``membership``)."""
         member = torch.from_numpy(membership).to(self.example.device)
         dtype = self.example.dtype if self.cd.layer is None else torch.float32
-        if self.owner is not None:
-            masks = member.index_select(1, self.owner).to(dtype).view(len(member), *self.units.masks.shape[1:])
-        else:
-            masks = torch.tensordot(member.to(self.masks.dtype), self.masks, dims=1).to(dtype)
+        masks = member.index_select(1, self.owner).to(dtype).view(len(member), *self.units.mask_shape)
         with torch.no_grad():
             rel, _ = self.cd.decompose(self.example, masks, self.args)
         rel = rel[:, 0]
