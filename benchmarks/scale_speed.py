@@ -25,6 +25,7 @@ Device and dtype follow the inputs: ``--device cuda`` runs the same code on a GP
     python benchmarks/scale_speed.py                 # full (about 10-15 min on 2 cores)
     python benchmarks/scale_speed.py --quick         # tiny models, seconds (the tests run it)
     python benchmarks/scale_speed.py --device cuda   # the same on a GPU
+    python benchmarks/scale_speed.py --batch 8 --models resnet18   # one model, another batch
 """
 
 import argparse
@@ -187,19 +188,22 @@ def _dense(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-def run(quick: bool, device: torch.device, batch: int, repeats: int, steps: int) -> Dict[str, Dict[str, Tuple]]:
+MODELS = ("resnet18", "resnet50", "bert", "gpt2")
+
+
+def run(quick: bool, device: torch.device, batch: int, repeats: int, steps: int, models=MODELS) -> Dict[str, Dict[str, Tuple]]:
     torch.manual_seed(0)
     warnings.filterwarnings("ignore")
     results = {}
     side, block = (32, 8) if quick else (224, 56)
-    for name in ("resnet18", "resnet50"):
+    for name in [m for m in ("resnet18", "resnet50") if m in models]:
         progress(f"{name}, {side}x{side}, batch {batch}")
         model = image_model(name, quick).to(device).eval()
         x = torch.randn(batch, 3, side, side, device=device)
         ids = grid_ids(side, side, block, device=device)  # 16 blocks
         results[f"{name} (torchvision), 3x{side}x{side}, batch {batch}"] = measure(cases(model, x, ids, 0, steps), repeats, device)
     tokens = 16 if quick else 64
-    for name, label in (("bert", "BERT-base-size encoder"), ("gpt2", "GPT-2-small-size decoder")):
+    for name, label in [(m, label) for m, label in (("bert", "BERT-base-size encoder"), ("gpt2", "GPT-2-small-size decoder")) if m in models]:
         progress(f"{name}, {tokens} tokens, batch {batch}")
         model = text_model(name, quick).to(device).eval()
         width = model.model.config.hidden_size
@@ -231,6 +235,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3, 1 with --quick)")
     parser.add_argument("--steps", type=int, default=16, help="IntegratedGradients steps and GradientShap samples")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS, help="a subset of the models")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -239,4 +244,4 @@ if __name__ == "__main__":
         f"device {device}, {torch.get_num_threads()} threads, batch {args.batch}, medians of {repeats} "
         f"timed repeats; IntegratedGradients {args.steps} steps, GradientShap {args.steps} samples"
     )
-    report(run(args.quick, device, args.batch, repeats, args.steps))
+    report(run(args.quick, device, args.batch, repeats, args.steps, args.models))
