@@ -2,12 +2,12 @@
 
 Against a forward pass at batch 65 (the floor: one ordinary pass and 64 relevant parts)
 and against 64 calls of the original ``acd.cd_text`` (one per phrase, LSTM only), in
-one run, 2 threads, medians of interleaved repeats.
+one run, 2 threads (``--threads``), medians of interleaved repeats.
 
 Models: an LSTM classifier (embedding 128, hidden 128, the original's layout) and a
 2-layer transformer encoder (width 128, 4 heads, feed-forward 256, mean pooling).
 
-    python benchmarks/text_speed.py [--quick]
+    python benchmarks/text_speed.py [--quick] [--threads N]
 """
 
 import argparse
@@ -60,9 +60,9 @@ def phrases(n=64, seed=0):
     return [(int(s), int(s + k)) for s, k in zip(starts, lengths)]
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, threads: int = 2) -> dict:
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
     repeats = 3 if quick else 20
     spans = phrases()
@@ -107,6 +107,9 @@ def _no_grad(fn, *args):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    for title, times in run(parser.parse_args().quick).items():
+    parser.add_argument("--threads", type=int, default=2, help="1 gives steadier ratios on a machine other jobs load")
+    args = parser.parse_args()
+    print(f"{args.threads} thread(s), medians of {3 if args.quick else 20} interleaved repeats")
+    for title, times in run(args.quick, args.threads).items():
         base = next(iter(times.values()))
         print_table(title, [(n, f"{t * 1e3:.2f}", f"{t / base:.2f}x") for n, t in times.items()], ["method", "median ms", "ratio to forward"])
