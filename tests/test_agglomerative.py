@@ -297,7 +297,8 @@ def test_a_unit_on_several_borders_is_scored_once():
 
     units = _Units.grid(3, 5, 1, (1, 3, 5))
     left, right = np.array([5]), np.array([7])  # the middle row's first and third pixels; pixel 6 between them
-    membership, (position, unit) = _level_sets(units, [left, right])
+    packed, (position, unit) = _level_sets(units, [left, right])
+    membership = np.unpackbits(packed, axis=1, count=15).astype(bool)
     assert sorted(zip(position.tolist(), unit.tolist())) == [(0, 0), (0, 10), (1, 2), (1, 6), (1, 8), (1, 12)]
     assert membership.shape == (2 + 6, 15) and membership[:2].sum(1).tolist() == [1, 1]
     assert all(membership[2 + i, [left, right][p][0]] and membership[2 + i, u] and membership[2 + i].sum() == 2 for i, (p, u) in enumerate(zip(position, unit)))

@@ -295,8 +295,7 @@ class _Units:
     def borders(self, comps: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Each component's neighbours: units adjacent to it and not in it, in order."""
         owner = np.zeros(self.count, np.int64)  # 1 + the component's position, 0: none
-        for position, comp in enumerate(comps):
-            owner[comp] = position + 1
+        owner[np.concatenate(comps)] = np.repeat(np.arange(1, len(comps) + 1), [len(c) for c in comps])
         inside, outside = self.edges.row, self.edges.col
         leaving = (owner[inside] > 0) & (owner[outside] != owner[inside])
         pairs = np.unique((owner[inside[leaving]] - 1) * self.count + outside[leaving])
@@ -355,7 +354,8 @@ def _broadcast_units(scores: Tensor, shape) -> Tensor:
 
 class _Scorer:
     """CD scores of sets of units for one example, batched and cached: a set is a row of
-    a boolean membership matrix (sets x units), its cache key a digest of the row."""
+    a membership matrix (sets x units) packed 8 units a byte (``np.packbits``), and the
+    packed row is its cache key."""
 
     def __init__(self, cd: ContextualDecomposition, example: Tensor, args, units: _Units, target, score: str, per_pass: int):
         if score not in ("class", "difference"):
@@ -384,22 +384,22 @@ class _Scorer:
         if len(sets):
             rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
             membership[rows, np.concatenate([np.asarray(s, np.int64) for s in sets])] = True
-        return self.rows(membership)
+        return self.rows(np.packbits(membership, axis=1))
 
-    def rows(self, membership: np.ndarray) -> np.ndarray:
-        """The scores of the sets a boolean (sets, units) matrix holds, one a row; only
-        the sets never scored before go through CD."""
-        # a digest of the packed row: 16 bytes a set however many units it holds
-        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in np.packbits(membership, axis=1)]
+    def rows(self, packed: np.ndarray) -> np.ndarray:
+        """The scores of the sets a packed membership matrix holds, one a row; only the
+        sets never scored before go through CD."""
+        keys = _row_keys(packed)
         new = {k: i for i, k in enumerate(keys) if k not in self.cache}  # the first row of each new set
         todo = np.fromiter(new.values(), np.int64, len(new))
         for start in range(0, len(todo), self.per_pass):
             chunk = todo[start : start + self.per_pass]
-            self.cache.update(zip((keys[i] for i in chunk), self._cd(membership[chunk])))
+            self.cache.update(zip((keys[i] for i in chunk), self._cd(packed[chunk])))
         return np.array([self.cache[k] for k in keys])
 
-    def _cd(self, membership: np.ndarray) -> List[float]:
-        """One batched CD pass over the sets (rows of ``membership``)."""
+    def _cd(self, packed: np.ndarray) -> List[float]:
+        """One batched CD pass over the sets (rows of a packed membership matrix)."""
+        membership = np.unpackbits(packed, axis=1, count=self.units.count).view(bool)
         member = torch.from_numpy(membership).to(self.example.device)
         dtype = self.example.dtype if self.cd.layer is None else torch.float32
         masks = member.index_select(1, self.owner).to(dtype).view(len(member), *self.units.mask_shape)
@@ -413,10 +413,20 @@ class _Scorer:
         """Every base unit's own score, a pass's worth of units at a time (never an
         (units x units) matrix: 50,000 pixels would need 2.5 GB)."""
         n, step = self.units.count, self.per_pass
-        return np.concatenate([self.rows(np.arange(s, min(s + step, n))[:, None] == np.arange(n)) for s in range(0, n, step)])
+        alone = (np.packbits(np.arange(s, min(s + step, n))[:, None] == np.arange(n), axis=1) for s in range(0, n, step))
+        return np.concatenate([self.rows(packed) for packed in alone])
 
     def one(self, units: np.ndarray) -> float:
         return float(self([units])[0])
+
+
+def _row_keys(packed: np.ndarray) -> list:
+    """A hashable key for each row of a packed membership matrix: its bytes, or past 1 KB
+    a row (over 8,192 units) a 16-byte digest, so the cache stays small."""
+    packed = np.ascontiguousarray(packed)
+    if packed.shape[1] <= 1024:
+        return packed.view(np.dtype((np.void, packed.shape[1]))).ravel().tolist()
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in packed]
 
 
 def _per_example(target, batch: int) -> List[int]:
@@ -523,15 +533,19 @@ def _correspond(previous: Dict[int, np.ndarray], comps: List[np.ndarray]) -> Dic
     (smallest) earlier component it contains; new ones take the free ids of 1..11, the
     smallest going to the last new component in raster order; where that fails (more
     components than ids) the plain raster-order ids are used."""
-    owner = {int(u): k for k, units in previous.items() for u in units}
+    none = np.iinfo(np.int64).max
+    owner = np.full(1 + int(np.concatenate([*previous.values(), *comps, [0]]).max()), none)
+    for k, units in previous.items():
+        owner[units] = k
+    starts = np.cumsum([0] + [len(c) for c in comps[:-1]])
+    smallest = np.minimum.reduceat(owner[np.concatenate(comps)], starts).tolist() if comps else []
     remaining = list(range(1, 12))
     ids: List[Optional[int]] = []
     try:
-        for comp in comps:
-            matches = sorted({owner[u] for u in comp.tolist() if u in owner})
-            if matches:
-                remaining.remove(matches[0])
-                ids.append(matches[0])
+        for match in smallest:  # each component's smallest earlier id
+            if match != none:
+                remaining.remove(match)
+                ids.append(match)
             else:
                 ids.append(None)
         for position in reversed(range(len(ids))):
@@ -576,8 +590,8 @@ def _agglomerate_2d(score: _Scorer, units: _Units, percentile: float, max_iterat
 
 def _level_sets(units: _Units, comps: List[np.ndarray]) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """The sets one iteration scores: every component, then ``C + u`` for each unit ``u``
-    on a component's border, as rows of a membership matrix; and each candidate's
-    (component position, unit).
+    on a component's border, as rows of a packed membership matrix; and each
+    candidate's (component position, unit).
 
     A unit on the borders of several components takes the score it gets with the last
     of them (the original assigns them in turn, so the last one stays); its candidates
@@ -588,11 +602,11 @@ def _level_sets(units: _Units, comps: List[np.ndarray]) -> Tuple[np.ndarray, Tup
     last = len(unit) - 1 - np.unique(unit[::-1], return_index=True)[1]  # each unit's last component
     position, unit = position[np.sort(last)], unit[np.sort(last)]
     membership = np.zeros((len(comps), units.count), bool)
-    for k, comp in enumerate(comps):
-        membership[k, comp] = True
-    candidates = membership[position]
-    candidates[np.arange(len(unit)), unit] = True
-    return np.concatenate([membership, candidates]), (position, unit)
+    membership[np.repeat(np.arange(len(comps)), [len(c) for c in comps]), np.concatenate(comps)] = True
+    packed = np.packbits(membership, axis=1)
+    candidates = packed[position]  # each component's row, then its unit's bit set
+    candidates[np.arange(len(unit)), unit // 8] |= (128 >> (unit % 8)).astype(np.uint8)
+    return np.concatenate([packed, candidates]), (position, unit)
 
 
 def _advance(bar, selected: np.ndarray) -> None:
