@@ -24,8 +24,9 @@ def give_back_large_blocks() -> None:
         os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
-def peak_bytes(fn: Callable[[], object], device) -> int:
-    """The most memory ``fn()`` holds above what was held before it, in bytes."""
+def peak_bytes(fn: Callable[[], object], device, sampled: bool = False) -> int:
+    """The most memory ``fn()`` holds above what was held before it, in bytes; on the CPU
+    from the high-water mark, or with ``sampled`` from resident memory read every ms."""
     if device.type == "cuda":
         import torch
 
@@ -35,7 +36,7 @@ def peak_bytes(fn: Callable[[], object], device) -> int:
         fn()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    if _reset_high_water_mark():
+    if not sampled and _reset_high_water_mark():
         before = _resident()
         fn()
         return _high_water_mark() - before

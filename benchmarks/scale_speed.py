@@ -31,21 +31,24 @@ Device and dtype follow the inputs: ``--device cuda`` runs the same code on a GP
 import argparse
 import os
 import sys
-import threading
 import time
 import warnings
 from typing import Callable, Dict, Tuple
 
-if __name__ == "__main__" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-    # Allocations above 64 KiB go straight to the OS and back on free, so the resident
-    # memory after a call returns to where it was and the next peak is measured cleanly.
-    os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    os.execv(sys.executable, [sys.executable, *sys.argv])
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+try:
+    from benchmarks._memory import give_back_large_blocks, peak_bytes
+    from benchmarks._timing import print_table, progress
+except ImportError:  # run as a script from the benchmarks folder
+    from _memory import give_back_large_blocks, peak_bytes
+    from _timing import print_table, progress
+
+if __name__ == "__main__":
+    give_back_large_blocks()  # before torch: freed blocks go back, each peak is measured cleanly
 
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from captum_cd.compat import declare_missing_torchvision_ops  # noqa: E402
 
 declare_missing_torchvision_ops()  # before torchvision or transformers import it
@@ -54,11 +57,6 @@ from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradi
 
 from captum_cd import ContextualDecomposition, grid_ids  # noqa: E402
 from captum_cd.attr.windows import spatial_windows  # noqa: E402
-
-try:
-    from benchmarks._timing import print_table, progress
-except ImportError:  # run as a script from the benchmarks folder
-    from _timing import print_table, progress
 
 
 class EmbeddingsToLogits(nn.Module):
@@ -124,7 +122,7 @@ def measure(named: Dict[str, Callable[[], object]], repeats: int, device: torch.
     for name, fn in named.items():
         progress(f"  {name}: memory (first call)")
         try:
-            peaks[name] = peak_bytes(fn, device)
+            peaks[name] = peak_bytes(fn, device, sampled=True)
         except Exception as error:  # a method that cannot handle the model: reported, not hidden
             failed[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:70]}"
     runnable = {n: f for n, f in named.items() if n not in failed}
@@ -140,37 +138,6 @@ def measure(named: Dict[str, Callable[[], object]], repeats: int, device: torch.
     results = {n: (sorted(s)[len(s) // 2], peaks[n]) for n, s in samples.items()}
     results.update({n: (None, why) for n, why in failed.items()})
     return results
-
-
-def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    before = _resident()
-    peak, done = [before], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _resident())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        sampler.join()
-    return max(peak[0], _resident()) - before
-
-
-def _resident() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _sync(device: torch.device) -> None:
