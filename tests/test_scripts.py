@@ -275,7 +275,9 @@ def test_scale_speed_quick(tmp_path):
                 assert name == "DeepLift" and row[""].startswith("failed"), row
                 continue
             seconds, ratio = number(row["median ms"]), number(row["time / forward"])
-            assert seconds > 0 and abs(ratio - seconds / base) <= 0.05 + 0.02 * ratio, row
+            # the cells are rounded: ms to 0.1 (both times), the ratio to 0.1
+            rounding = 0.05 + (seconds / base) * (0.05 / base + 0.05 / seconds) * 1.01
+            assert seconds > 0 and abs(ratio - seconds / base) <= rounding, row
 
 
 def test_locality_bound_quick():
