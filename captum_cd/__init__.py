@@ -4,6 +4,9 @@ r"""captum-cd: contextual decomposition and its family as Captum attribution met
   interactions, for about the cost of a forward pass.
 - :class:`LayerContextualDecomposition`, :class:`NeuronContextualDecomposition`: Captum's
   layer and neuron families: scores of a hidden layer's units, and CD of one hidden unit.
+- :class:`LLMContextualDecomposition`: what a language model says, in Captum's LLM API
+  (a prompt and a target text in, an ``LLMAttributionResult`` out), every target token
+  from one pass.
 - :class:`AgglomerativeCD`: a hierarchy of feature groups with a CD score at every node.
 - :class:`TRIM`: attributions in a transformed space (:mod:`captum_cd.transforms`).
 - :class:`CDEPRegularizer`: penalise explanations while training
@@ -22,6 +25,7 @@ from captum_cd.attr import (
     DecompositionError,
     Hierarchy,
     LayerContextualDecomposition,
+    LLMContextualDecomposition,
     NeuronContextualDecomposition,
     rules,
     TRIM,
@@ -44,6 +48,7 @@ __all__ = [
     "DecompositionError",
     "Hierarchy",
     "LayerContextualDecomposition",
+    "LLMContextualDecomposition",
     "NeuronContextualDecomposition",
     "TRIM",
     "UnsupportedOperationError",

@@ -51,7 +51,7 @@ def test_transformers_fast_tokenizer_offsets():
 
 @pytest.mark.parametrize(
     "spans, text, message",
-    [(["boring"], TEXT, "does not occur"), (["movie"], None, "pass text="), ([(5, 5)], None, "empty"), ([(1000, 1001)], None, "holds no token")],
+    [(["boring"], TEXT, "does not occur"), (["movi"], TEXT, "does not occur"), (["movie"], None, "pass text="), ([(5, 5)], None, "empty"), ([(1000, 1001)], None, "holds no token")],
 )
 def test_bad_spans_are_refused_by_name(spans, text, message):
     enc = _tokenizer().encode(TEXT)
@@ -62,3 +62,18 @@ def test_bad_spans_are_refused_by_name(spans, text, message):
 def test_offsets_of_the_wrong_shape_are_refused():
     with pytest.raises(ValueError, match="offsets has shape"):
         text_span_masks(torch.zeros(2, 5, 2), [(0, 1)])
+
+
+def test_a_word_is_never_found_inside_another_and_a_repeated_one_is_refused():
+    """"a" occurs inside "Dave" and "Palm": only the word "a" is its span."""
+    text = "Dave lives in Palm Coast and likes a game"
+    offsets, at = [], 0
+    for word in text.split(" "):  # one token a word
+        offsets.append((at, at + len(word)))
+        at += len(word) + 1
+    masks = text_span_masks(offsets, ["a", "Palm Coast", "in"], text=text)
+    assert masks.nonzero().tolist() == [[0, 7], [1, 3], [1, 4], [2, 2]]
+    with pytest.raises(ValueError, match=r"occurs 2 times in the text, at characters \(0, 3\), \(8, 11\)"):
+        text_span_masks([(0, 3), (4, 7), (8, 11)], ["the"], text="the cat the")
+    with pytest.raises(ValueError, match="does not occur in the text as a whole word"):
+        text_span_masks(offsets, ["ave"], text=text)

@@ -2,8 +2,8 @@
 
 - the methods, one Captum class each: :mod:`.contextual_decomposition` (also the engine's
   entry, ``forward_decomposition``), :mod:`.layer_contextual_decomposition`,
-  :mod:`.neuron_contextual_decomposition`, :mod:`.agglomerative`, :mod:`.trim`
-  (with :mod:`.transforms`);
+  :mod:`.neuron_contextual_decomposition`, :mod:`.llm_contextual_decomposition` (with
+  :mod:`.prompt_features`), :mod:`.agglomerative`, :mod:`.trim` (with :mod:`.transforms`);
 - :mod:`.groups`: features -> groups -> masks -> relevant parts -> target scores, shared
   by every method; :mod:`.masks` and :mod:`.text` build masks and read scores for users;
 - the engine: :mod:`.decomposition` (the value and the call's context), :mod:`.dispatch`
@@ -19,6 +19,7 @@ from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, UnsupportedOperationError
 from captum_cd.attr.hierarchy import Component, Hierarchy
 from captum_cd.attr.layer_contextual_decomposition import LayerContextualDecomposition
+from captum_cd.attr.llm_contextual_decomposition import LLMContextualDecomposition
 from captum_cd.attr.neuron_contextual_decomposition import NeuronContextualDecomposition
 from captum_cd.attr.text import token_scores, visualization_record
 from captum_cd.attr.trim import TRIM
@@ -31,6 +32,7 @@ __all__ = [
     "DecompositionError",
     "Hierarchy",
     "LayerContextualDecomposition",
+    "LLMContextualDecomposition",
     "NeuronContextualDecomposition",
     "TRIM",
     "UnsupportedOperationError",

@@ -6,6 +6,8 @@ helpers below are private and may move between releases. If one does, this file 
 only one to change.
 """
 
+import warnings
+
 from captum._utils.common import (  # noqa: F401
     _expand_target,
     _format_additional_forward_args,
@@ -38,3 +40,24 @@ class DecompositionAttribution:
         This method is not implemented for the contextual decomposition classes.
         """
         raise NotImplementedError(f"attribute_future is not implemented for {type(self).__name__}")
+
+
+# Captum's LLM API: its default generation arguments and how it names output tokens.
+try:
+    from captum.attr._core.llm_attr import DEFAULT_GEN_ARGS  # noqa: F401
+except ImportError:  # pragma: no cover - older Captum
+    DEFAULT_GEN_ARGS = {"max_new_tokens": 25, "do_sample": False, "temperature": None, "top_p": None}
+
+
+def pretty_tokens(ids, tokenizer) -> list:
+    """Output tokens as Captum's LLM attribution names them (readable text, no byte
+    markers); where its helper fails (token ids that split a character, as random models
+    generate), each token decoded alone."""
+    try:
+        from captum.attr._core.llm_attr import _convert_ids_to_pretty_tokens
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its notes on tokens that split a character
+            return _convert_ids_to_pretty_tokens(ids, tokenizer)
+    except (ImportError, IndexError):
+        return [tokenizer.decode([i]).replace("\n", "\\n").strip() for i in ids.tolist()]

@@ -210,10 +210,7 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
                 with _decompose_at(self.layer, masks, relevant, self._at_layer_input) as calls:
                     out = self.forward_func(*inputs, *args)
                 if calls != [1]:
-                    raise DecompositionError(
-                        f"layer {type(self.layer).__name__} ran {calls[0]} times in the forward "
-                        "pass; the decomposition starts at its output, so it must run exactly once."
-                    )
+                    raise DecompositionError(layer_ran_message(model, self.layer, calls[0]))
         return without_empty_groups(context.model_output(out), context)
 
     # ------------------------------------------------------------------ attribute
@@ -542,6 +539,25 @@ def check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[n
                 f"the inputs are {x.dtype} but the model's parameters are "
                 f"{', '.join(sorted(map(str, dtypes)))}; convert one (inputs.to(dtype) or model.to(dtype))."
             )
+
+
+def layer_ran_message(model: Optional[nn.Module], layer: nn.Module, calls: int) -> str:
+    """Why ``layer`` did not start the decomposition, naming the modules that share its
+    weight where it never ran (a tied embedding that the forward pass does not call, as
+    T5's ``shared``: the encoder embeds with its own ``embed_tokens``)."""
+    message = (
+        f"layer {type(layer).__name__} ran {calls} times in the forward pass; the decomposition "
+        "starts at its output, so it must run exactly once."
+    )
+    weight = getattr(layer, "weight", None)
+    modules = model.named_modules() if model is not None and weight is not None and calls == 0 else ()
+    twins = [name for name, m in modules if m is not layer and getattr(m, "weight", None) is weight]
+    if twins:
+        message += (
+            f" Modules that share its weight: {', '.join(repr(n) for n in twins)}; the model "
+            f"embeds with one of them: pass layer=model.{twins[0]}."
+        )
+    return message
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """Building feature groups: token spans for text, blocks for images."""
 
+import re
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -56,8 +57,9 @@ def text_span_masks(
                     ``(1, T, 2)``, or ``tokenizers``' ``Encoding.offsets``). Special tokens
                     have empty ranges ``(0, 0)`` and belong to no span.
         spans (iterable of (start, stop) or str): character positions ``start <= c <
-                    stop`` of each group, or a piece of ``text`` (a word, a phrase): its
-                    first occurrence.
+                    stop`` of each group, or a word or phrase of ``text``, matched as whole
+                    words (``"a"`` is not found inside ``"Dave"``); a phrase that occurs more
+                    than once is refused (give its ``(start, stop)`` instead).
         text (str, optional): the text, needed for spans given as strings.
 
     Returns:
@@ -68,6 +70,22 @@ def text_span_masks(
         >>> enc = tokenizer("not a good movie", return_offsets_mapping=True)
         >>> masks = text_span_masks(enc["offset_mapping"], ["not a good", "movie"], text="not a good movie")
     """
+    ranges = [_character_range(span, text) for span in spans]
+    masks = character_span_masks(offsets, [[r] for r in ranges], dtype, device)
+    for (start, stop), mask in zip(ranges, masks):
+        if not mask.any():
+            raise ValueError(f"span {start}:{stop} of the text holds no token; check the spans and offsets.")
+    return masks
+
+
+def character_span_masks(
+    offsets: Union[Tensor, Sequence[Tuple[int, int]]],
+    spans: Sequence[Sequence[Tuple[int, int]]],
+    dtype: torch.dtype = torch.float32,
+    device: Optional[torch.device] = None,
+) -> Tensor:
+    """``(G, T)``: the tokens any of whose characters lie in one of group g's character
+    ranges ``spans[g]`` (a group may hold no token: its row is 0)."""
     offsets = torch.as_tensor(offsets, dtype=torch.long, device=device)
     if offsets.ndim == 3 and offsets.shape[0] == 1:
         offsets = offsets[0]
@@ -75,29 +93,41 @@ def text_span_masks(
         raise ValueError(
             f"offsets has shape {tuple(offsets.shape)}; expected (T, 2) character ranges of one text's tokens."
         )
-    ranges = [_character_range(span, text) for span in spans]
     starts, stops = offsets[:, 0], offsets[:, 1]
-    masks = torch.zeros(len(ranges), offsets.shape[0], dtype=dtype, device=device)
-    for g, (start, stop) in enumerate(ranges):
-        hit = (starts < stop) & (stops > start) & (stops > starts)
-        if not hit.any():
-            raise ValueError(f"span {start}:{stop} of the text holds no token; check the spans and offsets.")
-        masks[g] = hit.to(dtype)
-    return masks
+    masks = torch.zeros(len(spans), offsets.shape[0], dtype=torch.bool, device=device)
+    for g, ranges in enumerate(spans):
+        for start, stop in ranges:
+            masks[g] |= (starts < stop) & (stops > start) & (stops > starts)
+    return masks.to(dtype)
 
 
 def _character_range(span: Union[str, Sequence[int]], text: Optional[str]) -> Tuple[int, int]:
     if isinstance(span, str):
         if text is None:
             raise ValueError(f"span {span!r} is a string: pass text= to find it in.")
-        start = text.find(span)
-        if start < 0 or not span:
-            raise ValueError(f"span {span!r} does not occur in the text.")
-        return start, start + len(span)
+        starts = _whole_word_matches(span, text)
+        if not starts:
+            raise ValueError(f"span {span!r} does not occur in the text as a whole word or phrase.")
+        if len(starts) > 1:
+            where = ", ".join(f"({s}, {s + len(span)})" for s in starts)
+            raise ValueError(
+                f"span {span!r} occurs {len(starts)} times in the text, at characters {where}; "
+                "give the one you mean as (start, stop)."
+            )
+        return starts[0], starts[0] + len(span)
     start, stop = tuple(span)
     if not 0 <= start < stop:
         raise ValueError(f"span ({start}, {stop}) is empty or negative; spans are (start, stop) with start < stop.")
     return int(start), int(stop)
+
+
+def _whole_word_matches(span: str, text: str) -> list:
+    """Where ``span`` starts in ``text`` with no letter or digit glued to either end."""
+    if not span:
+        return []
+    before = r"(?<!\w)" if re.match(r"\w", span[0]) else ""
+    after = r"(?!\w)" if re.match(r"\w", span[-1]) else ""
+    return [m.start() for m in re.finditer(before + re.escape(span) + after, text)]
 
 
 def grid_ids(height: int, width: int, block: int, device: Optional[torch.device] = None) -> Tensor:

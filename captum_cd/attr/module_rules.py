@@ -6,11 +6,15 @@ the call's context by a pre-hook, popped by a forward hook) or a callable
 ``rule(module, *args, **kwargs)`` that answers the module for decomposed inputs. The
 hooks act only for the call's own context, so other threads running the model meanwhile
 see it as it is; ``module.forward`` is never patched.
+
+Modules of common libraries that spell out a torch activation by hand get that function
+as their rule unless the caller names them (:data:`FUSED_EQUIVALENTS`).
 """
 
 import contextlib
-from typing import Any, Callable, Dict, Iterator, List, Union
+from typing import Any, Callable, Dict, Iterator, List, Tuple, Union
 
+import torch.nn.functional as F
 from torch import nn
 
 from captum_cd.attr.decomposition import current_context, Decomposition, DecompositionContext
@@ -20,17 +24,47 @@ from captum_cd.attr.rules._util import fulls, leaves
 ModuleKey = Union[str, nn.Module, type]
 
 
+def _gelu_tanh(module: nn.Module, x: Any) -> Any:
+    return F.gelu(x, approximate="tanh")
+
+
+# Modules of common libraries that write a torch activation out by hand (transformers'
+# GPT-2 GELU: eight operations): answered by that torch function, which computes the same
+# values, so its rule does a few passes over the G relevant parts instead of a pass per
+# operation of the formula (twice over: the Shapley form evaluates it at two points).
+# Keyed by the class's module and name, so that the library need not be imported.
+FUSED_EQUIVALENTS: Dict[Tuple[str, str], Callable] = {
+    ("transformers.activations", "NewGELUActivation"): _gelu_tanh,
+    ("transformers.activations", "FastGELUActivation"): _gelu_tanh,
+    ("transformers.activations", "AccurateGELUActivation"): _gelu_tanh,
+}
+
+
+def _fused_equivalents(model: nn.Module) -> Dict[ModuleKey, Callable]:
+    found = {}
+    for m in model.modules():
+        rule = FUSED_EQUIVALENTS.get((type(m).__module__, type(m).__name__))
+        if rule is not None:
+            found[m] = rule
+    return found
+
+
 @contextlib.contextmanager
 def module_rules_installed(model: Any, module_rules: Dict[ModuleKey, Any], context: DecompositionContext) -> Iterator[None]:
-    """Installs ``module_rules`` for one forward pass and removes them after, also on error."""
-    if not module_rules:
+    """Installs ``module_rules`` (and the :data:`FUSED_EQUIVALENTS` of the model's
+    modules that no rule of the caller names) for one forward pass, and removes them
+    after, also on error."""
+    if not module_rules and not isinstance(model, nn.Module):
         yield
         return
     if not isinstance(model, nn.Module):
         raise DecompositionError("module_rules need the model to be an nn.Module.")
     undo: List[Callable[[], None]] = []
     try:
-        for module, rule in _resolve_module_rules(model, module_rules):
+        chosen = list(_resolve_module_rules(model, module_rules))
+        named = {id(m) for m, _ in chosen}
+        chosen += [(m, rule) for m, rule in _fused_equivalents(model).items() if id(m) not in named]
+        for module, rule in chosen:
             if isinstance(rule, dict):
                 undo += _scope_rules(module, rule, context)
             else:

@@ -83,7 +83,9 @@ def _relu_step(rel, f):
 
 
 def _shapley_step(rel, z, out, f, f0):
-    return 0.5 * (f(rel) - f0 + out - f(z - rel))
+    # 1/2 [f(beta) - f(z - beta)] + 1/2 [out - f(0)]: five passes over the G parts
+    part = torch.sub(f(rel), f(z - rel))  # (out of place: tanh, exp keep their result for backward)
+    return torch.add(0.5 * (out - f0), part, alpha=0.5)
 
 
 def relu_form(func, args, kwargs):

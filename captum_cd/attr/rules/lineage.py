@@ -75,7 +75,8 @@ def shapley_of_root(lin: Lineage, out: Tensor) -> Tensor:
     ``beta`` the root's relevant parts and ``out = h(z)`` the activation."""
     z, beta = lin.root_full, lin.root.rel
     h0 = lin.fn(z.new_zeros(()))
-    return 0.5 * (lin.fn(beta) - h0 + out - lin.fn(z - beta))
+    part = torch.sub(lin.fn(beta), lin.fn(z - beta))
+    return torch.add(0.5 * (out - h0), part, alpha=0.5)
 
 
 def with_lineage(out: Decomposition, lin: Lineage) -> Decomposition:
