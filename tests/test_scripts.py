@@ -144,20 +144,24 @@ def test_sst_reality_quick(tmp_path):
 
 def test_cdep_experiments_quick(tmp_path):
     out = run("benchmarks/cdep_experiments.py", "--quick", "--out", str(tmp_path))
-    tasks = ("MNIST colour", "MNIST decoy", "Fashion-MNIST colour", "Fashion-MNIST decoy", "SST decoy")
-    summary, sweeps = out.split("Summary:")[1].split("Sweeps:")
-    for task in tasks:
-        assert f"| {task} | CDEP |" in summary and f"| {task} | CDEP |" in sweeps
-    for method in ("RRR", "Expected Gradients"):
-        assert f"| MNIST decoy | {method} |" in sweeps
-    records = json.loads((tmp_path / "cdep_sweeps.json").read_text())
-    assert sorted(records) == sorted(tasks)
-    for name, runs in records.items():  # every run reports its accuracies and its own epoch time
-        assert all(0 <= r["test"] <= 100 and r["seconds"] > 0 for r in runs), name
-    assert {r["method"] for r in records["MNIST colour"]} == {"vanilla", "CDEP", "RRR", "Expected Gradients"}
-    assert (tmp_path / "cdep_sweeps.png").stat().st_size > 0
-    again = run("benchmarks/cdep_experiments.py", "--from-json", str(tmp_path / "cdep_sweeps.json"), "--out", str(tmp_path))
-    assert again.split("Summary:")[1] == out.split("Summary:")[1].split("(total")[0]  # the same tables from the records
+    image_tasks = ("Fashion-MNIST decoy", "MNIST decoy", "Fashion-MNIST colour", "MNIST colour")
+    records = json.loads((tmp_path / "cdep_sweeps.json").read_text())["records"]
+    assert {r["task"] for r in records} == {*image_tasks, "SST decoy"}
+    for task in image_tasks:
+        assert {r["method"] for r in records if r["task"] == task} == {"vanilla", "CDEP", "RRR", "Expected Gradients"}
+    sst_methods = {r["method"] for r in records if r["task"] == "SST decoy"}
+    assert sst_methods == {"vanilla", "CDEP", "CDEP, decoy only", "CDEP, interactions"}
+    for r in records:  # each training: accuracies, its own time and epochs, the decoy's effect
+        assert all(0 <= r[k] <= 100 for k in ("test", "valid", "decor")), r
+        assert r["seconds"] > 0 and r["epochs"] >= 1 and math.isfinite(r["decoy effect"]), r
+        assert ("decoy CD" in r) == (r["task"] != "Fashion-MNIST colour" and r["task"] != "MNIST colour"), r
+    summary = out.split("Summary:")[1].split("Sweeps")[0]
+    for task in (*image_tasks, "SST decoy"):
+        assert f"| {task} | vanilla |" in summary and f"| {task} | CDEP |" in summary
+    again = run("benchmarks/cdep_experiments.py", "--from-json", str(tmp_path / "cdep_sweeps.json"))
+    assert again.split("Summary:")[1] == out.split("Summary:")[1]  # the same tables from the records
+    resumed = run("benchmarks/cdep_experiments.py", "--quick", "--resume", "--out", str(tmp_path))
+    assert resumed.startswith("0 trainings to run")  # every training is in the records
 
 
 def test_cdep_cost_quick(tmp_path):
