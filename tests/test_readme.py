@@ -1,7 +1,8 @@
-"""Every Python block of the README runs as written.
+"""Every Python block of the README and of the documentation's pages runs as written.
 
-Each block runs in a fresh namespace (in a temporary directory, since some write
-pictures) that holds the small stand-ins the README's prose assumes, the *preamble*:
+The README's blocks run in an empty namespace: they define what they use. The pages'
+blocks each run in a fresh namespace (in a temporary directory, since some write
+pictures) that holds the small stand-ins their prose assumes, the *preamble*:
 
 - ``model``: a LeNet for 1x28x28 images (10 classes), ``images`` (2 of them),
   ``labels``, ``masks`` (3 groups), ``region_ids`` (the four quadrants);
@@ -32,9 +33,16 @@ from experiments.models import lenet, LSTMSentiment
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+PAGES = ["README.md"] + sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md"))
+
+
 def python_blocks():
-    with open(os.path.join(ROOT, "README.md")) as f:
-        return re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+    """(page, block) for every Python block of every page."""
+    blocks = []
+    for page in PAGES:
+        with open(os.path.join(ROOT, page)) as f:
+            blocks += [(page, block) for block in re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)]
+    return blocks
 
 
 def preamble(block: str) -> dict:
@@ -74,26 +82,29 @@ def preamble(block: str) -> dict:
 BLOCKS = python_blocks()
 
 
-def test_the_readme_has_blocks():
-    assert len(BLOCKS) >= 6
+def test_the_pages_have_blocks():
+    assert any(page == "README.md" for page, _ in BLOCKS) and len(BLOCKS) >= 6
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{page}:{i}" for i, (page, _) in enumerate(BLOCKS)])
 def test_block_runs(index, tmp_path, monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)  # blocks write pictures
-    block = BLOCKS[index]
-    scope = preamble(block)
-    exec(compile(block, f"README.md python block {index}", "exec"), scope)
+    page, block = BLOCKS[index]
+    scope = {} if page == "README.md" else preamble(block)
+    exec(compile(block, f"{page} python block {index}", "exec"), scope)
     check_results(block, scope, tmp_path)
 
 
 def check_results(block: str, scope: dict, tmp_path) -> None:
     """What the blocks' comments promise, where a block computes it."""
+    if "grid_ids(28, 28, 7)" in block:  # the ten lines
+        assert scope["cd"].shape == scope["fa"].shape == (4, 1, 28, 28)
+        torch.testing.assert_close(scope["relevant"] + scope["irrelevant"], scope["model"](scope["images"]).expand(16, 4, 10))
     if "cd.decompose(images, masks)" in block:
         assert scope["relevant"].shape == (3, 2, 10)
         torch.testing.assert_close(scope["relevant"] + scope["irrelevant"], scope["model"](scope["images"]).expand(3, 2, 10))
-    if "FeatureAblation(model)" in block:
+    if "sensitivity_max(" in block:
         assert scope["cd"].shape == (2, 1, 28, 28) and scope["sens"].shape == (2,)
     if "AgglomerativeCD(cnn)" in block:
         assert (tmp_path / "hierarchy.png").exists() and scope["attr"].shape == (2, 1, 10, 10)
@@ -107,3 +118,12 @@ def check_results(block: str, scope: dict, tmp_path) -> None:
         assert scope["model"].predict(scope["X"][:3]).shape == (3,)
     if "CDEPRegularizer(model" in block:
         assert torch.isfinite(scope["loss"])
+
+
+def test_the_readme_is_a_landing_page():
+    """Short, and every page or picture it links to is in the repository."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    assert len(text.splitlines()) <= 250
+    links = re.findall(r"\]\(((?:docs|examples|tutorials)/[^)#]*)", text)
+    assert links and [link for link in links if not os.path.exists(os.path.join(ROOT, link))] == []

@@ -60,7 +60,7 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
     The decomposition follows the model's own code, torch function by torch function
     (``F.relu`` in ``forward``, residual ``+``, ``view``, a module used twice, data-
     dependent control flow), with one rule per function
-    (:mod:`captum_cd.attr.rules`). A function without a rule raises an error naming it
+    (:mod:`captum_cd.rules`). A function without a rule raises an error naming it
     and where the model called it; nothing is skipped silently.
 
     The model is used as it is: its mode, parameters, hooks and flags are left alone.

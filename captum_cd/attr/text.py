@@ -28,7 +28,7 @@ def token_scores(attributions: Tensor) -> Tensor:
 
     Raises:
         ValueError: if a token's scores differ across its features (its features were
-        not one group), where no single token score exists.
+            not one group), where no single token score exists.
     """
     if attributions.ndim < 2:
         raise ValueError(f"attributions must be (B, T, ...); got shape {tuple(attributions.shape)}.")

@@ -44,7 +44,7 @@ class TRIM(Attribution):
     KernelShap, FeatureAblation, Saliency, InputXGradient, ...). For CD the relevant
     part of a group of coefficients M is ``T^-1(M s)`` and the irrelevant part
     ``x - T^-1(M s)``. Other methods run on ``f o T^-1`` (with the residual trick, see
-    :class:`TransformedModel`).
+    ``TransformedModel``).
 
     More details: https://arxiv.org/abs/2003.01926
     """

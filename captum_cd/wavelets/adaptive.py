@@ -214,7 +214,7 @@ class AdaptiveWavelet(_AdaptiveWaveletBase):
     r"""
     A learnable orthogonal wavelet: the multi-level DWT along the last dimension (equal
     to ``pywt.wavedec``), whose lowpass filter ``h`` is an ``nn.Parameter``; the highpass
-    and the analysis filters follow from ``h`` (:func:`orthogonal_filter_bank`). Batches
+    and the analysis filters follow from ``h`` (``orthogonal_filter_bank``). Batches
     over any leading dimensions, runs on the input's device and dtype, and is
     differentiable with respect to ``h``.
 

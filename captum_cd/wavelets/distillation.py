@@ -40,7 +40,7 @@ class AWDLoss(ModelLoss):
     - ``"input_x_gradient"``: ``s * df/ds``;
     - ``"cd"``: the contextual decomposition score of each coefficient, the relevant part
       of coefficient ``i`` being ``Psi^-1(e_i s_i) = s_i psi_i`` (all coefficients
-      batched in one CD pass, :meth:`ContextualDecomposition.forward_decomposition` with
+      batched in one CD pass, :meth:`~captum_cd.ContextualDecomposition.forward_decomposition` with
       ``relevant=``). Memory grows as (coefficients x batch x input size).
 
     Each equals what :class:`~captum_cd.TRIM` gives over ``wavelet.transform()`` with

@@ -121,7 +121,7 @@ class WaveletDistilledRegressor(RegressorMixin, TransformerMixin, _WaveletDistil
     distillation (regression). Features: per scale, the ``m`` largest-magnitude
     coefficients sorted by magnitude (:func:`top_coefficients`), as in the paper.
 
-    With a ``teacher``, :meth:`fit` first adapts the wavelet to the teacher on ``X``
+    With a ``teacher``, ``fit`` first adapts the wavelet to the teacher on ``X``
     (:func:`fit_wavelet` from ``wavelet`` plus ``init_noise``), so ``GridSearchCV`` can
     choose ``lam_l1`` and ``lam_interp`` by cross-validation as the paper does; without
     one, the wavelet is fixed.

@@ -21,7 +21,7 @@ recurrent         LSTM (three players, bias first), GRU (derived alike), plain R
 attention         probabilities from the full activation, applied to decomposed values
 ================  ==============================================================
 
-:func:`register_rule` adds or replaces a rule for a torch function. The family rules
+:func:`~captum_cd.register_rule` adds or replaces a rule for a torch function. The family rules
 below are public so a user can reuse them for their own functions, e.g.
 ``register_rule(my_gelu_variant, shapley_activation)``.
 """

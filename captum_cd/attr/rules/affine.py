@@ -29,6 +29,9 @@ AFFINE = {
 
 
 def affine(func, args, kwargs):
+    r"""The affine rule (``captum_cd.rules.affine_map``): the weight applied to both parts, the bias split
+    between them in proportion to ``|W beta|`` and ``|W gamma|``. For a function ``func(input, weight,
+    bias, ...)`` of which only the input is decomposed (Linear, ConvNd, ConvTransposeNd)."""
     x, weight = argument(args, kwargs, 0, "input"), argument(args, kwargs, 1, "weight")
     bias = argument(args, kwargs, 2, "bias")
     if not is_dec(x) or is_dec(weight) or is_dec(bias):

@@ -114,7 +114,7 @@ class WaveletTransform(_WaveletBase):
 
     The inverse needs the signal length ``N`` (odd ``N`` and ``N + 1`` give the same
     coefficient sizes). It is ``length`` when given; otherwise the length of the last
-    signal :meth:`forward` saw with ``K`` coefficients; otherwise the even length
+    signal ``forward`` saw with ``K`` coefficients; otherwise the even length
     (what ``pywt.waverec`` returns).
 
     Args:
@@ -153,7 +153,7 @@ class WaveletTransform(_WaveletBase):
         return wavedec(x, fb, self._levels_for([x.shape[-1]], fb[0].shape[0]), self.mode)
 
     def reconstruct(self, coeffs: Sequence[Optional[Tensor]], length: Optional[int] = None) -> Tensor:
-        r"""``waverec(coeffs)`` cut to ``length`` (Default: as :meth:`inverse` decides)."""
+        r"""``waverec(coeffs)`` cut to ``length`` (Default: as ``inverse`` decides)."""
         if length is None and self.length is None and all(c is not None for c in coeffs):
             length = self._seen.get(sum(c.shape[-1] for c in coeffs))
         length = length or self.length
@@ -206,7 +206,7 @@ class WaveletTransform2d(_WaveletBase):
     subband flattened and concatenated: ``(..., H, W) -> (..., K)`` in the order
     ``[cA_J, cH_J, cV_J, cD_J, ..., cH_1, cV_1, cD_1]`` of ``pywt.wavedec2``. The inverse
     needs the image size: ``size`` when given, else the size of the last image
-    :meth:`forward` saw with ``K`` coefficients (there is no fallback: pass ``size``).
+    ``forward`` saw with ``K`` coefficients (there is no fallback: pass ``size``).
 
     Args:
         wavelet (str, pywt.Wavelet, array or nn.Module, optional): as for
