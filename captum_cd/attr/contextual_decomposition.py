@@ -25,10 +25,13 @@ from captum_cd.attr.decomposition import (
     current_context,
     Decomposition,
     DecompositionContext,
+    CALLERS_HOOKS,
     decomposition_context,
+    saved_tensor_hooks,
     windowed,
 )
-from captum_cd.attr.errors import DecompositionError
+from captum_cd.attr.dispatch import check_history
+from captum_cd.attr.errors import compiled, compiled_message, DecompositionError, runs_eagerly
 from captum_cd.attr.groups import (
     check_pairs,
     groups_from_ids,
@@ -45,6 +48,10 @@ from captum_cd.attr.groups import (
 from captum_cd.attr.module_rules import ModuleKey, module_rules_installed
 
 TensorOrTuple = Union[Tensor, Tuple[Tensor, ...]]
+_NOT_RECOMPUTABLE = (
+    "module_rules act through module hooks that exist only during the CD call's forward pass. Give "
+    "function rules for the whole model (rules=) instead, or turn checkpointing off for this pass"
+)
 
 
 class ContextualDecomposition(DecompositionAttribution, Attribution):
@@ -199,19 +206,27 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         if (masks is None) == (relevant is None):
             raise ValueError("give exactly one of masks and relevant.")
         context = DecompositionContext(
-            model=model, training=training, stop_at_softmax=self.stop_at_softmax, rules=self.rules
+            model=model, training=training, stop_at_softmax=self.stop_at_softmax, rules=self.rules,
+            caller_hooks=saved_tensor_hooks(), not_recomputable=_NOT_RECOMPUTABLE if self.module_rules else None,
         )
-        with decomposition_context(context), module_rules_installed(self.forward_func, self.module_rules, context):
-            if self.layer is None:
-                parts = relevant_parts(inputs, masks, relevant)
-                decomposed = tuple(windowed(x, rel) for x, rel in zip(inputs, parts))
-                out = self.forward_func(*decomposed, *args)
-            else:
-                with _decompose_at(self.layer, masks, relevant, self._at_layer_input) as calls:
-                    out = self.forward_func(*inputs, *args)
-                if calls != [1]:
-                    raise DecompositionError(layer_ran_message(model, self.layer, calls[0]))
-        return without_empty_groups(context.model_output(out), context)
+        try:
+            with decomposition_context(context), module_rules_installed(self.forward_func, self.module_rules, context):
+                if self.layer is None:
+                    parts = relevant_parts(inputs, masks, relevant)
+                    decomposed = tuple(windowed(x, rel) for x, rel in zip(inputs, parts))
+                    out = self.forward_func(*decomposed, *args)
+                else:
+                    with _decompose_at(self.layer, masks, relevant, self._at_layer_input) as calls:
+                        out = self.forward_func(*inputs, *args)
+                    if calls != [1]:
+                        raise DecompositionError(layer_ran_message(model, self.layer, calls[0]))
+            out = context.model_output(out)
+        finally:
+            context.close()
+        if torch.is_grad_enabled():
+            with torch._C.DisableTorchFunctionSubclass():
+                check_history((out,), {}, context)
+        return without_empty_groups(out, context)
 
     # ------------------------------------------------------------------ attribute
 
@@ -479,12 +494,8 @@ def check_no_baselines(baselines: object, method: str) -> None:
 def check_model(forward_func: Callable, training: str = "error") -> None:
     """Refuses models CD cannot follow, and training-mode batch norms before they run (a
     refused call must not have advanced their statistics)."""
-    if type(forward_func).__name__ == "OptimizedModule" or hasattr(forward_func, "_torchdynamo_orig_callable"):
-        raise TypeError(
-            "the model is compiled with torch.compile; CD follows the model's Python code op by op, "
-            "which compiled code does not run. Pass the original module (model._orig_mod of a "
-            "compiled module, or the function you compiled): it computes the same output."
-        )
+    if compiled(forward_func) and not runs_eagerly():
+        raise TypeError(compiled_message("the model", forward_func))
     if isinstance(forward_func, (torch.jit.ScriptModule, torch.jit.ScriptFunction)):
         raise TypeError(
             "the model is TorchScript (scripted or traced); its code runs inside TorchScript, where "
@@ -496,6 +507,8 @@ def check_model(forward_func: Callable, training: str = "error") -> None:
         where = f"module '{name or '<the model itself>'}' ({type(m).__name__})"
         if isinstance(m, torch.jit.ScriptModule):
             raise TypeError(f"{where} is TorchScript, which CD cannot follow; use the Python module it was made from.")
+        if m is not forward_func and compiled(m) and not runs_eagerly():
+            raise TypeError(compiled_message(where, m))
         stats = isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
         if training == "error" and stats and m.training and m.running_mean is not None:
             raise DecompositionError(
@@ -524,7 +537,8 @@ def check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[n
                 f"input {i} has dtype {x.dtype}; only floating-point inputs can be decomposed. "
                 "For token ids pass layer=model.<embedding> to start after the embedding."
             )
-    params = [p for p in model.parameters() if p.is_floating_point()] if model is not None else []
+    # (Parameters on the meta device are offloaded: an engine such as accelerate loads them per call.)
+    params = [p for p in model.parameters() if p.is_floating_point() and not p.is_meta] if model is not None else []
     x = next((x for x in inputs if x.is_floating_point()), None)
     if params and x is not None:
         devices, dtypes = {p.device for p in params}, {p.dtype for p in params}
@@ -568,10 +582,19 @@ def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False
     calls = [0]
     owner = current_context()
 
+    def check_not_recomputed(module):
+        if torch.is_grad_enabled() and owner.caller_hooks is not CALLERS_HOOKS and saved_tensor_hooks() != owner.caller_hooks:
+            raise DecompositionError(
+                f"layer {type(module).__name__} runs inside an activation-checkpointed part of the model: "
+                "backward recomputes that part without the decomposition starting at the layer. Start "
+                "at a layer outside the checkpointed blocks (the embedding), or turn checkpointing off there."
+            )
+
     def start_at_input(module, args):  # the layer's first positional input, decomposed
         if current_context() is not owner:
             return None
         calls[0] += 1
+        check_not_recomputed(module)
         if not args or not isinstance(args[0], Tensor) or not args[0].is_floating_point():
             raise DecompositionError(
                 f"layer {type(module).__name__}'s first input is not a floating-point tensor; the "
@@ -584,6 +607,7 @@ def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False
         if current_context() is not owner:
             return None
         calls[0] += 1
+        check_not_recomputed(module)
         if not isinstance(output, Tensor) or not output.is_floating_point():
             raise DecompositionError(
                 f"layer {type(module).__name__} returns {type(output).__name__}; the "

@@ -31,7 +31,7 @@ import contextvars
 import functools
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -66,6 +66,10 @@ class Decomposition(Tensor):
     # against ``full`` and goes through the pending steps as the boxes do.
     _window: Optional[Window] = None
     _background: Optional[Tensor] = None
+    # The call that made this value (a recomputation in backward, activation
+    # checkpointing, runs in it again: captum_cd.attr.dispatch), and the grad mode then.
+    _context: "DecompositionContext"
+    _grad_mode: bool
 
     @staticmethod
     def __new__(
@@ -87,11 +91,14 @@ class Decomposition(Tensor):
                 f"shape {tuple(full.shape)}; they must be (G, *activation shape). If the rule is "
                 "your own, make it return Decomposition(full, rel) with rel of that shape."
             )
-        self = Tensor._make_subclass(cls, full.detach(), False)
+        # The alias requires grad where the activation does, so an autograd.Function that
+        # takes it as a plain tensor gives its result a history (dispatch.check_history).
+        self = Tensor._make_subclass(cls, full.detach(), full.requires_grad)
         self.full = full
         self._rel = rel
         self._pending = tuple(pending)
         self._window, self._background = window, background
+        self._context, self._grad_mode = _CONTEXT.get(), torch.is_grad_enabled()
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -105,10 +112,12 @@ class Decomposition(Tensor):
     def rel(self) -> Tensor:
         if self._window is not None:  # every rule that does not know windows reads this
             boxes, background = self.boxes()
-            self._rel = place(boxes, self._window, background=background)
+            with self._as_made():
+                self._rel = place(boxes, self._window, background=background)
             self._window = self._background = None
         if self._pending:
-            self._rel = apply_pending(self._rel, self._pending)
+            with self._as_made():
+                self._rel = apply_pending(self._rel, self._pending)
             self._pending = ()
         return self._rel
 
@@ -139,12 +148,26 @@ class Decomposition(Tensor):
         and the background outside them (None: zero). For window-aware rules, where
         :attr:`window` is set."""
         if self._pending:
-            self._rel = apply_pending(self._rel, [(step, tuple(crop(c, self._window) for c in context)) for step, context in self._pending])
-            # (a zero background expanded: steps may write in place into their results)
-            zero = self._rel.new_zeros(()).expand(self.full.shape)
-            self._background = apply_pending(zero if self._background is None else self._background, self._pending)
+            with self._as_made():
+                self._rel = apply_pending(self._rel, [(step, tuple(crop(c, self._window) for c in context)) for step, context in self._pending])
+                # (a zero background expanded: steps may write in place into their results)
+                zero = self._rel.new_zeros(()).expand(self.full.shape)
+                self._background = apply_pending(zero if self._background is None else self._background, self._pending)
             self._pending = ()
         return self._rel, self._background
+
+    def _as_made(self) -> ContextManager:
+        """Pending steps run as at the op that made them, wherever they are read: in its
+        grad mode (a read under no_grad must not cache parts without their graph), saving
+        for backward as the CD call's caller saves, not as an activation-checkpointing
+        region that only reads the value first (its recomputation in backward finds the
+        value computed and would not save them again)."""
+        hooks = self._context.caller_hooks
+        change_grad = self._grad_mode != torch.is_grad_enabled()
+        change_hooks = self._grad_mode and hooks is not CALLERS_HOOKS and saved_tensor_hooks() != hooks
+        if not (change_grad or change_hooks):
+            return contextlib.nullcontext()
+        return _steps_context(self._grad_mode, hooks if change_hooks else CALLERS_HOOKS)
 
     def _assign(self, other: "Decomposition") -> "Decomposition":
         """The result of an in-place op on this value: rebinds its parts (the storage is
@@ -306,6 +329,7 @@ def pending_decomposition(
     ``window`` with ``background`` outside them, if given). A windowed value stays
     windowed: the step runs on its boxes and on its background.
     """
+    step, context = owned(step), tuple(owned(c) for c in context)
     if isinstance(base, Decomposition):
         window, background = base._window, base._background
     if window is not None and (full.shape[-2:] != window.map_size or _binds_map_tensor(step)):
@@ -320,6 +344,23 @@ def pending_decomposition(
     return result
 
 
+def owned(value: Any) -> Any:
+    """``value`` with every parameter in it (bound into a partial, too) copied.
+
+    A pending step runs at a later op, and a parameter's storage may not live that long: a
+    sharding engine (FSDP) gathers a layer's parameters for its forward and frees them
+    right after. A copy (a bias: C numbers) belongs to the step, and gradients flow
+    through it to the parameter.
+    """
+    if isinstance(value, Tensor):
+        return value.clone() if isinstance(value, torch.nn.Parameter) or isinstance(value._base, torch.nn.Parameter) else value
+    if isinstance(value, functools.partial):
+        args, keywords = tuple(map(owned, value.args)), {k: owned(v) for k, v in value.keywords.items()}
+        if any(a is not b for a, b in zip(args, value.args)) or any(keywords[k] is not v for k, v in value.keywords.items()):
+            return functools.partial(value.func, *args, **keywords)
+    return value
+
+
 def _binds_map_tensor(value: Any) -> bool:
     # A tensor bound into the step (not passed as context) cannot be cut to the boxes.
     if isinstance(value, functools.partial):
@@ -329,6 +370,9 @@ def _binds_map_tensor(value: Any) -> bool:
     if isinstance(value, (tuple, list)):
         return any(_binds_map_tensor(v) for v in value)
     return spans_map(value)
+
+
+CALLERS_HOOKS = object()
 
 
 @dataclass
@@ -349,6 +393,17 @@ class DecompositionContext:
     collects: bool = True
     # (G,) True for groups whose relevant input is exactly zero: they score exactly 0.
     empty_groups: Optional[Tensor] = None
+    # The saved-tensor hooks of the call's caller (None: none; CALLERS_HOOKS: whatever is
+    # active), under which lazy steps save for backward (Decomposition._as_made).
+    caller_hooks: Any = CALLERS_HOOKS
+    # What a recomputation in backward cannot repeat (module hooks are gone by then).
+    not_recomputable: Optional[str] = None
+
+    def close(self) -> None:
+        """The call is over: nothing more is collected (a recomputation in backward
+        still runs in this context)."""
+        self.collects = False
+        self.softmax_outputs = {}
 
     def remember_softmax(self, logits: Decomposition, out: Tensor, frame: Any) -> None:
         if self.collects:
@@ -402,3 +457,22 @@ def decomposition_context(context: DecompositionContext):
         yield context
     finally:
         _CONTEXT.reset(token)
+
+
+def saved_tensor_hooks() -> Optional[Tuple[Callable, Callable]]:
+    """The saved-tensor hooks active now (activation checkpointing, offloading), or None."""
+    return torch._C._autograd._top_saved_tensors_default_hooks(False)
+
+
+def _keep(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+@contextlib.contextmanager
+def _steps_context(grad_mode: bool, hooks: Any) -> Iterator[None]:
+    with torch.set_grad_enabled(grad_mode):
+        if hooks is CALLERS_HOOKS:
+            yield
+        else:
+            with torch.autograd.graph.saved_tensors_hooks(*(hooks or (_keep, _keep))):
+                yield

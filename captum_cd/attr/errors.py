@@ -20,6 +20,50 @@ class UnsupportedOperationError(DecompositionError, NotImplementedError):
     """A torch function touched a decomposed tensor and no rule is registered for it."""
 
 
+EAGER_FIX = (
+    "CD follows the Python code op by op, which compiled code does not run. Run the CD call "
+    "under `with torch.compiler.set_stance(\"force_eager\"):` (compiled code then runs as the "
+    "Python it was compiled from, with the same output), or "
+)
+
+
+def compiled(obj: object) -> bool:
+    """A module or function compiled with torch.compile (a wrapper, or a module compiled in
+    place with ``module.compile()``)."""
+    return (
+        type(obj).__name__ == "OptimizedModule"
+        or hasattr(obj, "_torchdynamo_orig_callable")
+        or getattr(obj, "_compiled_call_impl", None) is not None
+    )
+
+
+def compiled_message(what: str, obj: object) -> str:
+    if getattr(obj, "_compiled_call_impl", None) is not None:
+        how, original = "compiled in place (module.compile())", "an uncompiled instance of the module (same weights)"
+    elif isinstance(obj, torch.nn.Module):
+        how, original = "compiled with torch.compile", "the original module (._orig_mod of the compiled one)"
+    else:
+        how, original = "compiled with torch.compile", "the function you compiled"
+    return f"{what} is {how}; {EAGER_FIX}pass {original}."
+
+
+def runs_eagerly() -> bool:
+    """Whether compiled code runs as plain Python now (torch.compiler.set_stance("force_eager"))."""
+    stance = getattr(sys.modules.get("torch._dynamo.eval_frame"), "_stance", None)
+    return getattr(stance, "stance", "default") == "force_eager"
+
+
+def inside_compiler() -> bool:
+    """Whether torch.compile is tracing the code that runs now (an error path only: it
+    walks the stack)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if f"{os.sep}_dynamo{os.sep}" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def function_name(func: Callable) -> str:
     getter_of = getattr(getattr(func, "__self__", None), "__name__", None)
     if getattr(func, "__name__", "") == "__get__" and getter_of:

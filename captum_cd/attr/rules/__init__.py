@@ -19,6 +19,7 @@ structural        view, cat, indexing, padding, average pooling, sums, matmul, .
 passthrough       metadata, comparisons, factories, softmax: computed on the full
 recurrent         LSTM (three players, bias first), GRU (derived alike), plain RNN
 attention         probabilities from the full activation, applied to decomposed values
+hooks             gradient hooks on a decomposed value: on both of its parts
 ================  ==============================================================
 
 :func:`~captum_cd.register_rule` adds or replaces a rule for a torch function. The family rules
@@ -31,6 +32,7 @@ from captum_cd.attr.rules import (  # noqa: F401  (importing registers the rules
     affine,
     attention,
     arithmetic,
+    hooks,
     normalization,
     passthrough,
     pooling,

@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.decomposition import Decomposition, owned
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -53,7 +53,7 @@ def extend(out: Decomposition, x: Decomposition, step: Callable[[Tensor], Tensor
     """Records ``out = step(x)`` (elementwise, same shape) in ``out``'s lineage."""
     if out.full.shape == x.full.shape:
         root = lineage(x)
-        out._cd_lineage = Lineage(root.root, root.root_full, functools.partial(compose, step, root.fn), out.full)
+        out._cd_lineage = Lineage(root.root, root.root_full, functools.partial(compose, owned(step), root.fn), out.full)
     return out
 
 
