@@ -495,7 +495,7 @@ def main(args: argparse.Namespace) -> None:
     protocols = QUICK if args.quick else FULL
     path = args.records
     done = {record_key(r) for r in load_records(path)} if args.resume else set()
-    runs = [r for r in plan(args.tasks, args.seeds, protocols) if r not in done]
+    runs = [r for r in plan(args.tasks, args.seeds, protocols) if r not in done and (not args.methods or r[1] in args.methods)]
     log(f"{len(runs)} trainings to run ({len(done)} already in {path})")
     tasks: Dict[str, dict] = {}
     start = time.perf_counter()
@@ -621,6 +621,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", default=None, help="folder for cdep_sweeps.json (default: docs/, outputs/ with --quick)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods (vanilla, CDEP, RRR, ...)")
     parser.add_argument("--resume", action="store_true", help="skip the trainings whose records the JSON file has")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--from-json", default=None, help="no training: the tables of a saved run's records")
