@@ -9,7 +9,6 @@ channels. Tests compare the library against it.
 import torch
 from torch import nn
 
-EPS = 1e-20
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 RELU_FORM = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh)
@@ -19,8 +18,11 @@ MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 
 def split_bias(u, v, bias):
-    pu, pv = u.abs() + EPS, v.abs() + EPS
-    return u + bias * pu / (pu + pv), v + bias * pv / (pu + pv)
+    """Each part gets the bias in proportion to its magnitude; where both are 0, the
+    irrelevant part gets all of it."""
+    total = u.abs() + v.abs()
+    share = u.abs() / torch.where(total > 0, total, torch.ones_like(total))
+    return u + bias * share, v + bias * (1 - share)
 
 
 def gather_loops(t, indices):

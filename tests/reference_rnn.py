@@ -7,8 +7,6 @@ beta and gamma both propagated explicitly (never gamma = full - beta).
 
 import numpy as np
 
-EPS = 1e-20
-
 
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
@@ -20,8 +18,8 @@ def three(a, b, c, act):
 
 
 def share(xb, xg):
-    rel = np.abs(xb).sum() + EPS
-    return rel / (rel + np.abs(xg).sum() + EPS)
+    rel, total = np.abs(xb).sum(), np.abs(xb).sum() + np.abs(xg).sum()
+    return rel / total if total > 0 else 0.0  # an input that is all zero: none of it relevant
 
 
 def lstm_direction(xb, xg, w_ih, w_hh, b_ih, b_hh, reverse=False):

@@ -18,15 +18,27 @@ acd = pytest.importorskip("acd")
 @pytest.fixture
 def original_acd(monkeypatch):
     """The original acd 0.0.2, made to run here: numpy 2 has no np.int, and agg_2d calls
-    cd() without passing the device on (it defaults to CUDA)."""
+    cd() without passing the device on (it defaults to CUDA). Its affine bias split adds
+    1e-20 to both magnitudes; with the library's rule instead (docs/methods.md, "The bias
+    split"): a group that scores exactly 0 here got ~1e-20 there, which broke ties."""
     monkeypatch.setattr(np, "int", int, raising=False)
     from acd.agglomeration import agg_1d, agg_2d
-    from acd.scores import score_funcs
+    from acd.scores import cd as cd_module, score_funcs
+
+    monkeypatch.setattr(cd_module, "propagate_conv_linear", _affine_split_as_the_library)
 
     cd = score_funcs.cd
     monkeypatch.setattr(score_funcs, "cd", lambda im, model, mask, model_type=None, device="cuda": cd(im, model, mask, model_type, device="cpu"))
     warnings.filterwarnings("ignore")
     return agg_1d, agg_2d
+
+
+def _affine_split_as_the_library(relevant, irrelevant, module):
+    bias = module(torch.zeros_like(irrelevant))
+    rel, irrel = module(relevant) - bias, module(irrelevant) - bias
+    total = rel.abs() + irrel.abs()
+    share = rel.abs() / torch.where(total > 0, total, torch.ones_like(total))
+    return rel + share * bias, irrel + (1 - share) * bias
 
 
 def cnn():

@@ -22,9 +22,9 @@ def cnn():
 
 def split_bias(own, rest, bias):
     """The affine rule written out: the bias goes to each part in proportion to |W part|
-    (half each when both are 0)."""
+    (none of it to the relevant part when both are 0)."""
     total = own.abs() + rest.abs()
-    return bias * torch.where(total > 0, own.abs() / total.clamp_min(1e-30), torch.full_like(total, 0.5))
+    return bias * torch.where(total > 0, own.abs() / total.clamp_min(1e-30), torch.zeros_like(total))
 
 
 def test_families_and_metadata():

@@ -13,9 +13,9 @@ from captum_cd.attr.windows import spatial_windows
 
 
 def split_bias(u, v, bias):
-    """The relevant part after a bias (docs/methods.md): the 1e-20 makes 0/0 a 50/50 split."""
-    a, c = u.abs() + 1e-20, v.abs() + 1e-20
-    return u + bias * a / (a + c)
+    """The relevant part after a bias (docs/methods.md): none of it where both parts are 0."""
+    total = u.abs() + v.abs()
+    return u + bias * u.abs() / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def test_hand_derived_linear_relu():
@@ -33,13 +33,14 @@ def test_hand_derived_linear_relu():
     torch.testing.assert_close(irrel[0, 0], torch.tensor([0.0, 1.5]))
 
 
-def test_hand_derived_bias_with_nothing_to_split_is_halved():
-    # Both parts zero before the bias: the original's 1e-20 makes the split 50/50.
+def test_hand_derived_bias_with_nothing_to_split_goes_to_the_irrelevant_part():
+    # Both parts zero before the bias (the original's 1e-20 made this 50/50): a group whose
+    # input is zero contributes nothing, as FeatureAblation and IG give it.
     lin = nn.Linear(1, 1)
     lin.weight.data.fill_(2.0)
     lin.bias.data.fill_(4.0)
     rel, irrel = ContextualDecomposition(lin).decompose(torch.zeros(1, 1), torch.ones(1, 1))
-    assert rel.item() == 2.0 and irrel.item() == 2.0
+    assert rel.item() == 0.0 and irrel.item() == 4.0
 
 
 LAYERS = {

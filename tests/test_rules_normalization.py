@@ -15,8 +15,8 @@ from captum_cd import ContextualDecomposition, DecompositionError
 
 def _split_bias(u, out, bias):
     """The relevant part after a bias, ``u + b |u| / (|u| + |v|)`` with ``v = out - b - u``
-    (docs/methods.md; the 1e-20 makes 0/0 a 50/50 split, as the original code)."""
-    a, c = u.abs() + 1e-20, (out - bias - u).abs() + 1e-20
+    (docs/methods.md; no parts are 0 here)."""
+    a, c = u.abs(), (out - bias - u).abs()
     return u + bias * a / (a + c)
 
 
@@ -53,13 +53,23 @@ def test_batchnorm2d_in_eval_equals_a_1x1_convolution_with_the_same_numbers():
     torch.testing.assert_close(decompose(bn, x, masks)[0], decompose(conv, x, masks)[0], rtol=1e-12, atol=1e-12)
 
 
-def test_batchnorm_splits_shift_50_50_when_both_parts_are_zero():
+def test_batchnorm_gives_the_shift_to_the_irrelevant_part_when_both_parts_are_zero():
     bn = nn.BatchNorm1d(1).eval()
     bn.running_mean.fill_(1.0)  # shift = -1 * weight / sqrt(var + eps)
     rel, irrel = ContextualDecomposition(bn).decompose(torch.zeros(1, 1), torch.ones(1, 1))
-    expected = -0.5 / (1 + bn.eps) ** 0.5
-    torch.testing.assert_close(rel.squeeze(), torch.tensor(expected))
-    torch.testing.assert_close(irrel.squeeze(), torch.tensor(expected))
+    assert rel.item() == 0.0
+    torch.testing.assert_close(irrel.squeeze(), torch.tensor(-1 / (1 + bn.eps) ** 0.5))
+
+
+def test_a_dead_relu_before_batchnorm_splits_by_the_parts_never_by_rounding():
+    """Both parts 0 after a dead ReLU: the shift goes to the irrelevant part in every one of
+    200 random settings (rounding of BN(z) - shift once decided it, ~100/0 or ~0/100)."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        bn = _random_statistics(nn.BatchNorm1d(1).to(DT), g)
+        model = nn.Sequential(nn.ReLU(), bn).eval()
+        rel, irrel = ContextualDecomposition(model).decompose(-torch.ones(1, 1, dtype=DT), torch.ones(1, 1, dtype=DT))
+        assert rel.item() == 0.0 and irrel.item() == model(-torch.ones(1, 1, dtype=DT)).item()
 
 
 def _centered(beta, full, dims, eps):

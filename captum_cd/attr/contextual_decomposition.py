@@ -43,7 +43,6 @@ from captum_cd.attr.groups import (
     rows_per_pass,
     target_for_examples,
     target_scores,
-    without_empty_groups,
 )
 from captum_cd.attr.module_rules import ModuleKey, module_rules_installed
 
@@ -226,7 +225,7 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         if torch.is_grad_enabled():
             with torch._C.DisableTorchFunctionSubclass():
                 check_history((out,), {}, context)
-        return without_empty_groups(out, context)
+        return out
 
     # ------------------------------------------------------------------ attribute
 

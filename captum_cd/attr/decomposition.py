@@ -391,8 +391,6 @@ class DecompositionContext:
     softmax_outputs: Dict[int, Tuple[Decomposition, Tensor, Any]] = field(default_factory=dict)
     # False for the context outside any call, which must not keep anything.
     collects: bool = True
-    # (G,) True for groups whose relevant input is exactly zero: they score exactly 0.
-    empty_groups: Optional[Tensor] = None
     # The saved-tensor hooks of the call's caller (None: none; CALLERS_HOOKS: whatever is
     # active), under which lazy steps save for backward (Decomposition._as_made).
     caller_hooks: Any = CALLERS_HOOKS

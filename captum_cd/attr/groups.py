@@ -12,8 +12,7 @@ and the decomposed output into scores.
   or ``(G, B, *features)`` (per example) and shapes them ``(G, B or 1, *features)``;
   :func:`check_pairs` the pairs of :meth:`~captum_cd.ContextualDecomposition.interactions`.
 - **Relevant parts**: :func:`relevant_parts` (``mask * x``, or given directly, as TRIM
-  and AWD do); a group with an empty mask scores exactly 0
-  (:func:`note_empty_groups`, :func:`without_empty_groups`).
+  and AWD do).
 - **Targets**: :func:`check_target` and :func:`target_scores`, Captum's target forms
   (and, for AWD, ``"predicted"``) applied to relevant parts ``(G, B, *out)``; :func:`select_rows` takes the rows of the
   extra forward arguments that follow the batch when a method samples examples.
@@ -26,7 +25,6 @@ import torch
 from torch import Tensor
 
 from captum_cd.attr._captum_compat import _expand_target, _select_targets, ExpansionTypes, TargetType
-from captum_cd.attr.decomposition import current_context, Decomposition, DecompositionContext
 
 # Groups x examples propagated at once when a method chooses the chunk size.
 ROWS_PER_PASS = 1024
@@ -66,7 +64,6 @@ def relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "in
     if relevant is None:
         masks = check_masks(as_tensors(masks, "masks"), targets, what)
         parts = tuple(m * x for m, x in zip(masks, targets))
-        note_empty_groups(masks)
     else:
         parts = as_tensors(relevant, "relevant")
         if len(parts) != len(targets):
@@ -320,20 +317,3 @@ def as_tensors(value: Any, name: str) -> Tuple[Tensor, ...]:
                 raise TypeError(f"{name}[{i}] is a {type(v).__name__}; {name} must be tensors.")
         return value
     raise TypeError(f"{name} must be a tensor or a non-empty tuple of tensors; got {type(value).__name__}.")
-
-
-def note_empty_groups(masks: Tuple[Tensor, ...]) -> None:
-    """Remembers which groups have an empty mask (all zeros, in every input)."""
-    context = current_context()
-    if context.collects:
-        context.empty_groups = torch.stack([m.reshape(m.shape[0], -1).eq(0).all(1) for m in masks]).all(0)
-
-
-def without_empty_groups(out: Decomposition, context: DecompositionContext) -> Decomposition:
-    """A group with an empty mask scores exactly 0: CD's bias split would give it half of
-    every bias where the whole input is zero (0/0), as much as the full group gets."""
-    empty = context.empty_groups
-    if empty is None or out.groups != empty.shape[0]:
-        return out
-    rel = out.rel
-    return Decomposition(out.full, rel.masked_fill(empty.view(-1, *([1] * (rel.ndim - 1))), 0))

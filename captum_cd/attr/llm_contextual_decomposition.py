@@ -25,7 +25,7 @@ from captum_cd.attr._captum_compat import DEFAULT_GEN_ARGS, pretty_tokens
 from captum_cd.attr.contextual_decomposition import _decompose_at, check_model, layer_ran_message
 from captum_cd.attr.decomposition import current_context, Decomposition, DecompositionContext, decomposition_context
 from captum_cd.attr.errors import DecompositionError
-from captum_cd.attr.groups import positive_int, without_empty_groups
+from captum_cd.attr.groups import positive_int
 from captum_cd.attr.module_rules import module_rules_installed
 from captum_cd.attr.prompt_features import prompt_features
 from captum_cd.attr.rules._util import fulls
@@ -320,7 +320,6 @@ class LLMContextualDecomposition(Attribution):
                 score = _read_target_logits(read.hidden, head, target_ids, probabilities)
             else:
                 score = _target_logits(logits, target_ids, probabilities)
-            score = without_empty_groups(score, context)
         if probabilities is not None:
             full_logits = full_logits.log_softmax(-1)
         return score.rel[:, 0], full_logits[positions, target_ids]

@@ -6,9 +6,8 @@ one pixel) differs from what every group shares only inside the group's receptiv
 until that field covers the map. A *windowed* relevant part keeps, for each group, a box
 of the ``(H, W)`` map: shape ``(G, B, C, h, w)``, one box size for every group, group
 ``g``'s box starting at row ``tops[g]`` and column ``lefts[g]``; outside its box every
-group's part is one shared *background* (zero at the input; after a bias split it holds
-the small shares of the bias a group gets where its linear image is 0, and half the bias
-where both parts are 0). Window-aware rules (2-D convolution, batch norm, elementwise
+group's part is one shared *background* (zero at the input, and zero after a bias split,
+which gives a part that is 0 nothing). Window-aware rules (2-D convolution, batch norm, elementwise
 steps, max pooling, residual sums) work on the boxes and once on the background, so a
 group costs the work of its box; any other rule reads the dense relevant part, so
 windows change the cost, never the values (up to rounding).

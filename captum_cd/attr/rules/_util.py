@@ -63,58 +63,88 @@ def batched(fn: Callable[[Tensor], Tensor], rel: Tensor, full_ndim: int, batched
     return fn(rel)
 
 
-def bias_eps(dtype: torch.dtype) -> float:
-    # The original adds 1e-20 to both magnitudes (0/0 splits the bias 50/50); in half
-    # precision 1e-20 underflows, so the smallest normal number takes its place.
-    return max(1e-20, torch.finfo(dtype).tiny) if dtype.is_floating_point else 1e-20
+def split_bias(u: Tensor, linear: Tensor, bias: Any) -> Tensor:
+    r"""The relevant part after a bias: ``u + b |u| / (|u| + |v|)`` with ``v = linear - u``.
 
-
-def split_bias(u: Tensor, out: Tensor, bias: Any) -> Tensor:
-    r"""The relevant part after a bias: ``u + b |u| / (|u| + |v|)`` with ``v = out - b - u``.
-
-    ``u`` is the linear image of the relevant part, ``out`` the full output (bias
-    included), so ``v`` is the linear image of the irrelevant part; docs/methods.md, "Contextual decomposition".
-    With gradients, a fused autograd function keeps only ``u`` (G-sized) for backward
-    instead of every intermediate: this is most of CDEP's activation memory.
+    ``u`` is the linear image of the relevant part and ``linear`` that of the full activation,
+    both before the bias is added (docs/methods.md, "The bias split"). Each must be
+    exactly 0 where its part is: the share is decided from them, so it never follows the
+    rounding of a recomputed output. Where both are 0 the bias goes to the irrelevant part:
+    a group whose input is exactly zero there contributes nothing. With gradients, a fused
+    autograd function keeps only ``u`` (G-sized) for backward instead of every intermediate:
+    this is most of CDEP's activation memory.
     """
+    return _split(u, linear, bias, biased=False)
+
+
+def split_biased(u: Tensor, out: Tensor, bias: Any) -> Tensor:
+    r""":func:`split_bias` after a Linear, ConvNd or ``addmm`` kernel, given its output
+    ``out`` with the bias added: the kernel adds ``b`` to an exact 0 where the input is
+    zero, so ``out - b`` is the full's linear image with the zeros exact. It is formed when
+    the step runs, so no second activation-sized tensor waits with the step."""
+    return _split(u, out, bias, biased=True)
+
+
+def _split(u: Tensor, linear: Tensor, bias: Any, biased: bool) -> Tensor:
     if not isinstance(bias, Tensor):
         bias = torch.as_tensor(bias, dtype=u.dtype, device=u.device)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, out, bias)):
-        return _SplitBias.apply(u, out, bias)
-    return _split_bias_value(u, out, bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, linear, bias)):
+        return _SplitBias.apply(u, linear, bias, biased)
+    return _split_bias_value(u, linear - bias if biased else linear, bias)
 
 
-def _split_bias_value(u: Tensor, out: Tensor, bias: Tensor) -> Tensor:
-    eps = bias_eps(u.dtype)
-    a = u.abs().add_(eps)
-    share = (out - bias - u).abs_().add_(eps).add_(a)  # |v| + eps + |u| + eps
-    return torch.addcmul(u, bias, a.div_(share))
+def _split_bias_value(u: Tensor, linear: Tensor, bias: Tensor) -> Tensor:
+    # At most two G-sized temporaries beside u: |u| becomes the share, then the result.
+    share = u.abs()
+    total = (linear - u).abs_().add_(share)
+    share = share.div_(total).nan_to_num_(0.0)  # 0/0 (both parts 0): none of the bias
+    del total
+    if torch.broadcast_shapes(share.shape, bias.shape) == share.shape and bias.dtype == share.dtype:
+        return torch.addcmul(u, bias, share, out=share)
+    return torch.addcmul(u, bias, share)
 
 
 class _SplitBias(torch.autograd.Function):
-    """``split_bias`` with a hand-written backward (d/du, d/dout, d/dbias)."""
+    """``split_bias`` with a hand-written backward (d/du, d/dlinear, d/dbias)."""
 
     @staticmethod
-    def forward(ctx, u: Tensor, out: Tensor, bias: Tensor) -> Tensor:
-        ctx.save_for_backward(u, out, bias)
+    def forward(ctx, u: Tensor, linear: Tensor, bias: Tensor, biased: bool) -> Tensor:
+        ctx.save_for_backward(u, linear, bias)
+        ctx.biased = biased
         with torch.no_grad():
-            return _split_bias_value(u, out, bias)
+            return _split_bias_value(u, linear - bias if biased else linear, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        u, out, bias = ctx.saved_tensors
-        eps = bias_eps(u.dtype)
-        v = out - bias - u
-        a, c = u.abs() + eps, v.abs() + eps
-        s2 = (a + c).square()
-        sign_u, sign_v = torch.sign(u), torch.sign(v)
-        # rel = u + b r,  r = a / (a + c):  dr/da = c / s^2,  dr/dc = -a / s^2
-        dr_dc = -a / s2
-        need_u, need_out, need_bias = ctx.needs_input_grad
-        grad_u = grad * (1 + bias * (c / s2 * sign_u - dr_dc * sign_v)) if need_u else None
-        grad_out = _sum_to(grad * bias * dr_dc * sign_v, out.shape) if need_out else None
-        grad_bias = _sum_to(grad * (a / (a + c) - bias * dr_dc * sign_v), bias.shape) if need_bias else None
-        return grad_u, grad_out, grad_bias
+        u, linear, bias = ctx.saved_tensors
+        v = (linear - bias if ctx.biased else linear) - u
+        # rel = u + b r,  r = |u| / s,  s = |u| + |v|:  dr/d|u| = (1 - r) / s,  dr/d|v| = -r / s.
+        # Written with 1/s, never 1/s^2: no large terms that cancel only in exact arithmetic.
+        # Where s = 0 (both parts 0) r = 0 and both signs are 0, so every term is 0.
+        inv = (u.abs() + v.abs()).clamp_min_(torch.finfo(u.dtype).tiny).reciprocal_()
+        r = u.abs().mul_(inv)
+        d_abs_u = (1 - r).mul_(inv).mul_(torch.sign(u))  # dr/du through |u|
+        d_abs_v = r.mul(inv).mul_(torch.sign(v))  # -dr/dv through |v|; v = linear - u
+        need_u, need_linear, need_bias, _ = ctx.needs_input_grad
+        grad_u = grad * (1 + bias * (d_abs_u + d_abs_v)) if need_u else None
+        grad_linear = -grad * bias * d_abs_v if need_linear or (need_bias and ctx.biased) else None
+        grad_bias = grad * r if need_bias else None
+        if grad_bias is not None and ctx.biased:  # linear = out - b
+            grad_bias = grad_bias - grad_linear
+        grad_linear = _sum_to(grad_linear, linear.shape) if need_linear else None
+        grad_bias = _sum_to(grad_bias, bias.shape) if need_bias else None
+        return grad_u, grad_linear, grad_bias, None
+
+
+def keep_zeros(value: Tensor, rel: Tensor) -> Tensor:
+    """``value`` (a fresh tensor) with exact zeros where the part ``rel`` it came from is 0.
+
+    A Shapley-type step is exactly 0 there (``f(0) - f(0) + f(z) - f(z)``), but torch's
+    kernels may round ``f`` of one number differently at different positions of a tensor
+    (vectorised body, scalar tail), which leaves ~1e-16 instead. A zero part must stay
+    exactly zero: the next bias split gives a part that is 0 nothing, and a part of 1e-16
+    facing a 0 all of it."""
+    return value.masked_fill_(rel == 0, 0)
 
 
 def _sum_to(grad: Tensor, shape: torch.Size) -> Tensor:

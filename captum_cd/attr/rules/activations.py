@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from captum_cd.attr.decomposition import pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
-from captum_cd.attr.rules._util import argument, fulls, is_dec
+from captum_cd.attr.rules._util import argument, fulls, is_dec, keep_zeros
 from captum_cd.attr.rules.arithmetic import singular
 from captum_cd.attr.rules.lineage import extend
 from captum_cd.attr.rules.registry import register_rule
@@ -85,7 +85,7 @@ def _relu_step(rel, f):
 def _shapley_step(rel, z, out, f, f0):
     # 1/2 [f(beta) - f(z - beta)] + 1/2 [out - f(0)]: five passes over the G parts
     part = torch.sub(f(rel), f(z - rel))  # (out of place: tanh, exp keep their result for backward)
-    return torch.add(0.5 * (out - f0), part, alpha=0.5)
+    return keep_zeros(torch.add(0.5 * (out - f0), part, alpha=0.5), rel)
 
 
 def relu_form(func, args, kwargs):

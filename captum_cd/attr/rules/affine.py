@@ -3,7 +3,8 @@ r"""Affine maps ``W z + b``: Linear, ConvNd and ConvTransposeNd.
 ``beta' = W beta + b |W beta| / (|W beta| + |W gamma|)``: the weight applies to both
 parts and the bias is split per output element in proportion to the magnitudes
 (docs/methods.md, "Contextual decomposition"). The full output is the ordinary call, so ``W gamma`` comes free
-as ``out - b - W beta``: one extra bias-free call on the G relevant parts, nothing more.
+as ``out - b - W beta`` (exactly 0 where ``gamma`` is: the kernel adds ``b`` to an exact
+0): one extra bias-free call on the G relevant parts, nothing more.
 """
 
 import torch
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from captum_cd.attr.decomposition import Decomposition, pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
-from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, pair, replace_argument, split_bias
+from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, pair, replace_argument, split_biased
 from captum_cd.attr.rules.registry import register_rule
 from captum_cd.attr.rules.structural import _bilinear
 from captum_cd.attr.windows import crop, DENSE_SHARE, inputs_for, place, slide
@@ -58,7 +59,7 @@ def affine(func, args, kwargs):
         return Decomposition(out, u)
     if spatial:
         bias = bias.view(-1, *([1] * spatial))
-    return pending_decomposition(out, u, split_bias, out, bias)
+    return pending_decomposition(out, u, split_biased, out, bias)
 
 
 def conv2d_in_windows(x: Decomposition, out, args, kwargs):
@@ -84,7 +85,7 @@ def conv2d_in_windows(x: Decomposition, out, args, kwargs):
         u, window, background = place(u, window, background=background), None, None
     if bias is None:
         return Decomposition(out, u, window=window, background=background)
-    return pending_decomposition(out, u, split_bias, out, bias.view(-1, 1, 1), window=window, background=background)
+    return pending_decomposition(out, u, split_biased, out, bias.view(-1, 1, 1), window=window, background=background)
 
 
 def add_matmul(func, args, kwargs):
@@ -100,7 +101,7 @@ def add_matmul(func, args, kwargs):
     if is_dec(bias):
         rel = bias.rel * scale_bias if u is None else u + bias.rel * scale_bias
         return Decomposition(out, rel.expand(rel.shape[0], *out.shape))
-    return pending_decomposition(out, u, split_bias, out, bias * scale_bias)
+    return pending_decomposition(out, u, split_biased, out, bias * scale_bias)
 
 
 def grouped_mm(func, args, kwargs):

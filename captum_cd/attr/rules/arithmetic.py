@@ -77,10 +77,10 @@ def add(func, args, kwargs):
         return with_lineage(result, lin) if lin is not None and out.shape == a.full.shape else result
     (d, d_sign), (c, c_sign) = ((a, sign_a), (b, sign_b)) if is_dec(a) else ((b, sign_b), (a, sign_a))
     bias = c * c_sign if c_sign != 1 else c
-    if d_sign == 1 and out.shape == d.full.shape:
-        result = pending_decomposition(out, d, split_bias, out, bias)
+    if d_sign == 1 and out.shape == d.full.shape:  # the value's full is its own linear image
+        result = pending_decomposition(out, d, split_bias, d.full, bias)
     else:
-        result = pending_decomposition(out, align(d.rel, out.ndim) * d_sign, split_bias, out, bias)
+        result = pending_decomposition(out, align(d.rel, out.ndim) * d_sign, split_bias, d.full * d_sign, bias)
     return extend(result, d, functools.partial(_signed_sum, other=bias, sign_a=d_sign))
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError
-from captum_cd.attr.rules._util import argument, fulls, is_dec, split_bias, zero_rel
+from captum_cd.attr.rules._util import argument, fulls, is_dec, split_bias, split_biased, zero_rel
 from captum_cd.attr.rules.registry import register_rule
 
 
@@ -104,7 +104,7 @@ def _attention_output_rel(a, value: Decomposition, weights: Tensor, out: Tensor)
         full, rel, weights, out = full.unsqueeze(1), rel.unsqueeze(2), weights.unsqueeze(0), out.unsqueeze(1)
     v_rel = F.linear(rel, w_v)
     if b_v is not None:
-        v_rel = split_bias(v_rel, F.linear(full, w_v, b_v), b_v)
+        v_rel = split_bias(v_rel, F.linear(full, w_v), b_v)
     groups, batch = v_rel.shape[0], v_rel.shape[2]
     constant_rows = int(a["bias_v"] is not None) + int(a["add_zero_attn"])
     if constant_rows:  # appended key/value positions are constants: irrelevant
@@ -114,7 +114,7 @@ def _attention_output_rel(a, value: Decomposition, weights: Tensor, out: Tensor)
     merged = (weights @ v_heads).permute(0, 3, 1, 2, 4).reshape(groups, -1, batch, embed)  # (G, L, N, E)
     u = F.linear(merged, a["out_proj_weight"])
     bias = a["out_proj_bias"]
-    rel_out = split_bias(u, out, bias) if bias is not None else u
+    rel_out = split_biased(u, out, bias) if bias is not None else u
     return rel_out.squeeze(2) if unbatched else rel_out
 
 

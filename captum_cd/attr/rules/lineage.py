@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from captum_cd.attr.decomposition import Decomposition, owned
+from captum_cd.attr.rules._util import keep_zeros
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -76,7 +77,7 @@ def shapley_of_root(lin: Lineage, out: Tensor) -> Tensor:
     z, beta = lin.root_full, lin.root.rel
     h0 = lin.fn(z.new_zeros(()))
     part = torch.sub(lin.fn(beta), lin.fn(z - beta))
-    return torch.add(0.5 * (out - h0), part, alpha=0.5)
+    return keep_zeros(torch.add(0.5 * (out - h0), part, alpha=0.5), beta)
 
 
 def with_lineage(out: Decomposition, lin: Lineage) -> Decomposition:

@@ -1,14 +1,14 @@
 r"""Normalisation layers: an affine map whose scale comes from the full activation.
 
 BatchNorm in eval mode is ``a z + c`` with per-channel ``a``, ``c`` from the running
-statistics: ``a`` scales both parts and ``c`` is split as a bias. (The original CD code
-gives the whole shift to ``gamma`` when both parts are 0; we split 50/50 there, as the
-affine rule does, so BatchNorm and a Linear with the same numbers agree.)
+statistics: ``a`` scales both parts and ``c`` is split as a bias, the share decided from
+``a beta`` and ``a z`` (never from ``BN(z) - c``, whose rounding would decide it where both
+parts are 0; there the shift goes to ``gamma``, as in the original CD code).
 
 LayerNorm, GroupNorm, InstanceNorm and batch statistics: ``(z - mean(z)) / s * w + b``
 with ``s`` the standard deviation of the *full* activation (as the CD-T work does), so
 the map is linear in the decomposed value: ``beta' = (beta - mean(beta)) / s * w`` plus
-the split of ``b``. RMSNorm divides by the full activation's RMS and has no bias;
+the split of ``b``, decided from that and the full's ``(z - mean(z)) / s * w``. RMSNorm divides by the full activation's RMS and has no bias;
 ``F.normalize`` divides by the full activation's norm.
 
 Training mode (running statistics updated) is refused unless the caller asked for batch
@@ -16,7 +16,7 @@ statistics (the CDEP regulariser): then the ordinary call updates the running st
 as the user's training step would, and the decomposition uses the batch statistics.
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,18 +33,21 @@ def _channel_view(t: Optional[Tensor], ndim: int) -> Optional[Tensor]:
     return None if t is None else t.view(-1, *([1] * (ndim - 2)))
 
 
-def _centered(full: Tensor, rel: Tensor, dims: Sequence[int], eps: float) -> Tensor:
-    """``(beta - mean_dims(beta)) / std_dims(full)``: linear in beta, scale from the full."""
-    var = full.var(dim=dims, unbiased=False, keepdim=True)
-    return (rel - rel.mean(dim=[d + 1 for d in dims], keepdim=True)) * torch.rsqrt(var + eps)
+def _centered(full: Tensor, rel: Tensor, dims: Sequence[int], eps: float) -> Tuple[Tensor, Tensor]:
+    """``(t - mean_dims(t)) / std_dims(full)`` of the relevant parts and of the full: linear
+    in each, the scale from the full. The full's is its linear image before the shift."""
+    var, mean = torch.var_mean(full, dim=dims, unbiased=False, keepdim=True)
+    scale = torch.rsqrt(var + eps)
+    return (rel - rel.mean(dim=[d + 1 for d in dims], keepdim=True)) * scale, (full - mean) * scale
 
 
-def _affine_output(out: Tensor, u: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]):
+def _affine_output(out: Tensor, u: Tensor, linear: Tensor, weight: Optional[Tensor], bias: Optional[Tensor]):
+    """``u * weight`` with the shift ``bias`` split; ``linear`` is the full's image before it."""
     if weight is not None:
         u = u * weight
     if bias is None:
         return Decomposition(out, u)
-    return pending_decomposition(out, u, split_bias, out, bias)
+    return pending_decomposition(out, u, split_bias, linear if weight is None else linear * weight, bias)
 
 
 def _refuse_training(what: str) -> None:
@@ -68,19 +71,19 @@ def batch_norm(func, args, kwargs):
     ndim = x.full.ndim
     weight, bias = _channel_view(weight, ndim), _channel_view(bias, ndim)
     if training:  # batch statistics, over every dimension but the channels
-        u = _centered(x.full, x.rel, [0] + list(range(2, ndim)), eps)
-        return _affine_output(out, u, weight, bias)
+        return _affine_output(out, *_centered(x.full, x.rel, [0] + list(range(2, ndim)), eps), weight, bias)
     scale = _channel_view(torch.rsqrt(running_var + eps), ndim)
     if weight is not None:
         scale = scale * weight
     shift = -_channel_view(running_mean, ndim) * scale
     if bias is not None:
         shift = shift + bias
+    linear = x.full * scale  # exactly 0 where the full is, and equal to the parts' where one is 0
     if x.window is not None and ndim == 4:  # per channel: the boxes stay where they are
         boxes, background = x.boxes()
         background = None if background is None else background * scale
-        return pending_decomposition(out, boxes * scale, split_bias, out, shift, window=x.window, background=background)
-    return _affine_output(out, x.rel * scale, None, shift)
+        return pending_decomposition(out, boxes * scale, split_bias, linear, shift, window=x.window, background=background)
+    return _affine_output(out, x.rel * scale, linear, None, shift)
 
 
 def instance_norm(func, args, kwargs):
@@ -94,8 +97,7 @@ def instance_norm(func, args, kwargs):
         _refuse_training("instance norm with running statistics")
     out = func(*fulls(args), **fulls(kwargs))
     ndim = x.full.ndim
-    u = _centered(x.full, x.rel, list(range(2, ndim)), eps)
-    return _affine_output(out, u, _channel_view(weight, ndim), _channel_view(bias, ndim))
+    return _affine_output(out, *_centered(x.full, x.rel, list(range(2, ndim)), eps), _channel_view(weight, ndim), _channel_view(bias, ndim))
 
 
 def layer_norm(func, args, kwargs):
@@ -105,8 +107,7 @@ def layer_norm(func, args, kwargs):
     eps = argument(args, kwargs, 4, "eps", 1e-5)
     out = func(*fulls(args), **fulls(kwargs))
     n = 1 if isinstance(shape, int) else len(shape)
-    u = _centered(x.full, x.rel, list(range(x.full.ndim - n, x.full.ndim)), eps)
-    return _affine_output(out, u, weight, bias)
+    return _affine_output(out, *_centered(x.full, x.rel, list(range(x.full.ndim - n, x.full.ndim)), eps), weight, bias)
 
 
 def group_norm(func, args, kwargs):
@@ -117,9 +118,9 @@ def group_norm(func, args, kwargs):
     out = func(*fulls(args), **fulls(kwargs))
     full, rel = x.full, x.rel
     n = full.shape[0]
-    grouped = _centered(full.reshape(n, num_groups, -1), rel.reshape(rel.shape[0], n, num_groups, -1), [2], eps)
+    u, linear = _centered(full.reshape(n, num_groups, -1), rel.reshape(rel.shape[0], n, num_groups, -1), [2], eps)
     ndim = full.ndim
-    return _affine_output(out, grouped.reshape(rel.shape), _channel_view(weight, ndim), _channel_view(bias, ndim))
+    return _affine_output(out, u.reshape(rel.shape), linear.reshape(full.shape), _channel_view(weight, ndim), _channel_view(bias, ndim))
 
 
 def rms_norm(func, args, kwargs):
@@ -131,7 +132,7 @@ def rms_norm(func, args, kwargs):
     dims = list(range(x.full.ndim - n, x.full.ndim))
     eps = torch.finfo(x.full.dtype).eps if eps is None else eps
     u = x.rel * torch.rsqrt(x.full.pow(2).mean(dim=dims, keepdim=True) + eps)
-    return _affine_output(out, u, weight, None)
+    return _affine_output(out, u, None, weight, None)
 
 
 def normalize(func, args, kwargs):

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from captum_cd.attr.decomposition import current_context, Decomposition
 from captum_cd.attr.errors import DecompositionError
-from captum_cd.attr.rules._util import bias_eps, fulls, is_dec, split_bias
+from captum_cd.attr.rules._util import fulls, is_dec, keep_zeros, split_bias
 from captum_cd.attr.rules.registry import register_rule
 
 
@@ -70,14 +70,15 @@ def three_players(rel: Tensor, irrel: Tensor, bias, act) -> Tuple[Tensor, Tensor
     """Linearises ``act(rel + irrel + bias)`` over three players, the bias first."""
     at_bias = act(bias)
     with_rel, with_irrel, with_all = act(rel + bias), act(irrel + bias), act(rel + irrel + bias)
-    return 0.5 * (with_rel - at_bias + with_all - with_irrel), 0.5 * (with_irrel - at_bias + with_all - with_rel), at_bias
+    linearised_rel = keep_zeros(0.5 * (with_rel - at_bias + with_all - with_irrel), rel)
+    return linearised_rel, 0.5 * (with_irrel - at_bias + with_all - with_rel), at_bias
 
 
 def relevant_share(x: Parts) -> Tensor:
-    """``p``: how much of a step's input is relevant, per group and example."""
-    eps = bias_eps(x.full.dtype)
-    rel = x.rel.abs().sum(-1, keepdim=True) + eps
-    return rel / (rel + (x.full - x.rel).abs_().sum(-1, keepdim=True) + eps)
+    """``p``: how much of a step's input is relevant, per group and example (0 where the
+    whole input is 0, as a bias split gives nothing to a part that is 0)."""
+    rel = x.rel.abs().sum(-1, keepdim=True)
+    return (rel / (rel + (x.full - x.rel).abs_().sum(-1, keepdim=True))).nan_to_num_(0.0)
 
 
 def _bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor], like: Tensor):
@@ -218,13 +219,13 @@ def lstm_step(xp: Tensor, bias_share: Tensor, h: Tensor, c: Tensor, w: LSTMWeigh
     hidden, groups, three = w.hidden, xp.shape[0], 3 * w.hidden
     rel = torch.addmm(xp.view(-1, three), h, w.w_hh_rel).view(groups, -1, three)
     gates = torch.addcmul(gate_points, w.gate_signs, rel).sigmoid_()  # sigmoid(rel + b), sigmoid(full - rel), scaled
-    L = torch.addcmul(gate_offset, gates[0] - gates[1], w.half_scale)
+    L = keep_zeros(torch.addcmul(gate_offset, gates[0] - gates[1], w.half_scale), rel)
     FG_all = L[..., hidden:] + w.fg_bias  # F_rel + F_bias, G_rel + G_bias
     c_rel = torch.addcmul(bias_share, L[..., :hidden], FG_all[..., hidden:])
     c_rel.addcmul_(L[..., 2 * hidden :], w.i_bias)
     c_rel.addcmul_(FG_all[..., :hidden], c)
     cells = torch.addcmul(cell_points, w.cell_signs, c_rel, value=2.0).sigmoid_()  # sigmoid(2 c_rel), sigmoid(2c - 2 c_rel)
-    return torch.addcmul(cell_offset, cells[0] - cells[1], o), c_rel
+    return keep_zeros(torch.addcmul(cell_offset, cells[0] - cells[1], o), c_rel), c_rel
 
 
 def gru_step(xp: Parts, p: Tensor, h: Parts, w_hh: Tensor, b_ih, b_hh) -> Parts:
@@ -251,13 +252,13 @@ def gru_step(xp: Parts, p: Tensor, h: Parts, w_hh: Tensor, b_ih, b_hh) -> Parts:
 
 def rnn_step(xp: Parts, h: Parts, w_hh: Tensor, bias, relu: bool) -> Parts:
     """One plain RNN step: affine map with its bias split, then the activation's rule."""
-    pre_full = xp.full + h.full @ w_hh.t() + bias
-    u = xp.rel + h.rel @ w_hh.t()
-    rel = split_bias(u, pre_full, bias)
+    linear = xp.full + h.full @ w_hh.t()
+    pre_full = linear + bias
+    rel = split_bias(xp.rel + h.rel @ w_hh.t(), linear, bias)
     if relu:
         return Parts(torch.relu(pre_full), torch.relu(rel))
     out = torch.tanh(pre_full)
-    return Parts(out, 0.5 * (torch.tanh(rel) + out - torch.tanh(pre_full - rel)))
+    return Parts(out, keep_zeros(0.5 * (torch.tanh(rel) + out - torch.tanh(pre_full - rel)), rel))
 
 
 # ---------------------------------------------------------------- whole sequences
