@@ -12,5 +12,5 @@ if [ -n "$packages" ]; then
   $sudo apt-get update -qq && $sudo apt-get install -y -qq $packages
 fi
 python3 -m venv .venv
-.venv/bin/pip install -q -c constraints.txt -e '.[test,docs]'
+.venv/bin/pip install -q -c constraints.txt -e '.[test,docs,notebooks]'
 .venv/bin/python -m pytest "$@"

@@ -10,16 +10,32 @@ stored outputs to go stale. The test suite builds with ``-D nb_execution_mode=of
 since ``tests/test_notebooks.py`` runs the same notebooks already.
 """
 
+import glob
 import importlib
 import os
+import shutil
 import sys
+import tempfile
 
 from sphinx.util import logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("CAPTUM_CD_QUICK", "1")  # the notebook kernels inherit it
-os.environ.setdefault("MPLBACKEND", "Agg")
+
+# The tutorials live in tutorials/ (beside their scripts); the site renders copies of them.
+os.makedirs(os.path.join(ROOT, "docs", "tutorials"), exist_ok=True)
+for notebook in glob.glob(os.path.join(ROOT, "tutorials", "*.ipynb")):
+    shutil.copy(notebook, os.path.join(ROOT, "docs", "tutorials"))
+# What the notebook kernels inherit: the quick mode, a scratch folder for their files, the treebank.
+os.environ.setdefault("CAPTUM_CD_QUICK", "1")
+os.environ.setdefault("CAPTUM_CD_OUT", tempfile.mkdtemp(prefix="captum-cd-tutorials-"))
+if "CAPTUM_CD_SST" not in os.environ:
+    try:
+        from experiments.datasets.sst import find_sst_root
+
+        os.environ["CAPTUM_CD_SST"] = str(find_sst_root())
+    except FileNotFoundError:
+        pass  # the SST tutorials will say where they looked
 
 project = "captum-cd"
 author = "captum-cd contributors"
@@ -54,7 +70,7 @@ nitpick_ignore_regex = [
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 nb_execution_mode = "force"
-nb_execution_timeout = 600
+nb_execution_timeout = 1800
 nb_execution_raise_on_error = True
 nb_merge_streams = True
 

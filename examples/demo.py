@@ -8,8 +8,9 @@ regions for the predicted class:
 - IntegratedGradients and DeepLift: pixel attributions summed over each region;
 - FeatureAblation: the drop in the output when the region is set to 0.
 
-It prints how much each costs and how well each agrees with CD, then writes the
-regions' scores side by side to ``outputs/demo.png``.
+It prints how much each costs, how well each agrees with CD and where they differ, then
+writes the regions' scores side by side to ``outputs/demo.png`` (Captum's colours on one
+scale for every panel: green for the class, red against).
 
     python examples/demo.py [--out outputs]
 """
@@ -26,7 +27,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from captum.attr import DeepLift, FeatureAblation, IntegratedGradients  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 
 from captum_cd import ContextualDecomposition, grid_ids  # noqa: E402
 
@@ -76,6 +79,9 @@ def main(out_dir: str) -> None:
         corr = torch.stack([torch.corrcoef(torch.stack([scores["CD"][i], scores[name][i]]))[0, 1] for i in range(len(images))])
         print(f"{name:<22}{seconds[name]:>9.3f}{corr.nanmean().item():>15.2f}")
         results["methods"][name] = {"seconds": seconds[name], "corr. with CD": corr.nanmean().item()}
+    results["where they differ"] = differences(scores, per_region(images, ids) > 0)
+    for line in results["where they differ"]["summary"]:
+        print(line)
 
     path = os.path.join(out_dir, "demo.png")
     plot(images[:4], predicted[:4], scores, ids, path)
@@ -84,21 +90,67 @@ def main(out_dir: str) -> None:
         json.dump(results, f, indent=1)  # what the test suite checks
 
 
+def differences(scores, inked):
+    """Where CD and the gradient methods differ, region by region: on regions with ink,
+    how often the signs agree and the mean difference; on blank regions (all four pixels
+    0), each method's scores."""
+    cd, blank = scores["CD"], ~inked
+    result = {"inked regions": int(inked.sum()), "blank regions": int(blank.sum()), "summary": []}
+    for name in ("IntegratedGradients", "DeepLift"):
+        other = scores[name]
+        clear = inked & (other.abs() > 0.1)  # a clearly non-zero score, so that its sign means something
+        result[name] = {
+            "same sign %": 100 * ((cd[clear] > 0) == (other[clear] > 0)).float().mean().item(),
+            "mean CD - it, inked": (cd[inked] - other[inked]).mean().item(),
+            "largest |score| on blank": other[blank].abs().max().item(),
+        }
+        result["summary"].append(f"CD and {name}: same sign on {result[name]['same sign %']:.0f}% of the regions with ink "
+                                 f"(|score| > 0.1), CD lower by {-result[name]['mean CD - it, inked']:.2f} on average there")
+    result["CD on blank"] = {"mean": cd[blank].mean().item(), "negative %": 100 * (cd[blank] < 0).float().mean().item(),
+                             "largest |score|": cd[blank].abs().max().item()}
+    others = max(result[name]["largest |score| on blank"] for name in ("IntegratedGradients", "DeepLift"))
+    result["summary"].append(f"{result['blank regions']} blank regions: CD mean {result['CD on blank']['mean']:+.3f} "
+                             f"({result['CD on blank']['negative %']:.0f}% negative, largest |score| {result['CD on blank']['largest |score|']:.2f}); "
+                             f"IntegratedGradients and DeepLift at most {others:.2f}")
+    return result
+
+
+CAPTUM_COLOURS = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])  # captum.attr.visualization's for sign="all"
+
+
+def outline(ax, image, ids) -> None:
+    """The digit's outline (its ink at a quarter of the maximum, smoothed) and the regions' borders."""
+    fine = F.interpolate(image[None], scale_factor=8, mode="bilinear", align_corners=False)[0, 0]
+    size = image.shape[-1]
+    ax.contour(torch.linspace(-0.5, size - 0.5, fine.shape[-1]), torch.linspace(-0.5, size - 0.5, fine.shape[-2]), fine,
+               levels=[0.25], colors="black", linewidths=0.8)
+    block = int((ids[0, 0, 0] == ids[0, 0, 0, 0]).sum())  # the regions' width in pixels
+    for edge in range(block, size, block):
+        ax.axhline(edge - 0.5, color="grey", linewidth=0.5), ax.axvline(edge - 0.5, color="grey", linewidth=0.5)
+
+
 def plot(images, predicted, scores, ids, path) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig, axes = plt.subplots(len(images), len(scores) + 1, figsize=(2 * (len(scores) + 1), 2 * len(images)))
+    maps = {name: s[: len(images)][:, ids[0, 0]] for name, s in scores.items()}  # each pixel shows its region's score
+    limit = max(m.abs().max().item() for m in maps.values())
+    fig, axes = plt.subplots(len(images), len(maps) + 1, figsize=(1.9 * (len(maps) + 1) + 0.8, 1.9 * len(images) + 0.7))
     for i, image in enumerate(images):
         axes[i, 0].imshow(image[0], cmap="gray_r")
-        axes[i, 0].set_title(f"predicted {predicted[i].item()}", fontsize=9)
-        for j, (name, s) in enumerate(scores.items(), start=1):
-            region_map = s[i][ids[0, 0]]
-            limit = region_map.abs().max().item() or 1.0
-            axes[i, j].imshow(region_map, cmap="RdBu_r", vmin=-limit, vmax=limit)
-            axes[i, j].set_title(name, fontsize=9)
+        outline(axes[i, 0], image, ids)
+        axes[i, 0].set_ylabel(f"predicted {predicted[i].item()}", fontsize=9)
+        for j, (name, region_map) in enumerate(maps.items(), start=1):
+            shown = axes[i, j].imshow(region_map[i], cmap=CAPTUM_COLOURS, vmin=-limit, vmax=limit)
+            outline(axes[i, j], image, ids)
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=9)
+    axes[0, 0].set_title("digit, 16 regions", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle("Region scores for the predicted class (red: for, blue: against)", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle("Each region's score for the predicted class, one colour scale for all panels\n"
+                 "(Captum's colours: green for the class, red against; outline: the digit's ink)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    bar = fig.colorbar(shown, ax=axes, fraction=0.03, pad=0.02)
+    bar.set_label("region score (logit units)", fontsize=9)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -12,45 +12,94 @@
 # 4. **metrics**: `captum.metrics.infidelity` and `sensitivity_max` for each method, and
 #    what each costs.
 #
-# Run it as a script (`python tutorials/01_cd_vs_captum.py`; `--quick` for a smaller
-# version, which the test suite runs). Pictures go to `outputs/tutorial01_*.png`.
+# Run it in Jupyter, or as a script (`python 01_cd_vs_captum.py`); `CAPTUM_CD_QUICK=1` makes a
+# shorter run (the test suite and the documentation site use it), `CAPTUM_CD_OUT` says
+# where pictures and results go (default `outputs/`).
 
 # %%
-import argparse
 import json
 import os
 import time
 import warnings
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradients  # noqa: E402
-from captum.metrics import infidelity, sensitivity_max  # noqa: E402
+import matplotlib.pyplot as plt
+import sklearn.datasets
+import torch
+import torch.nn.functional as F
+from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradients
+from captum.metrics import infidelity, sensitivity_max
+from IPython.display import display
+from torch import nn
 
-from captum_cd import ContextualDecomposition, grid_ids, ids_to_masks  # noqa: E402
-from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
-from experiments.datasets.digits import load_digits  # noqa: E402
-from experiments.models import accuracy, small_cnn, train_classifier  # noqa: E402
+from captum_cd import ContextualDecomposition, grid_ids, ids_to_masks
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--quick", action="store_true", help="fewer images and samples (the test suite)")
-parser.add_argument("--out", default="outputs")
-args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
-os.makedirs(args.out, exist_ok=True)
+QUICK = os.environ.get("CAPTUM_CD_QUICK") == "1"  # a shorter run: the test suite and the documentation site use it
+OUT = os.environ.get("CAPTUM_CD_OUT", "outputs")  # pictures and results are written here
+os.makedirs(OUT, exist_ok=True)
 warnings.filterwarnings("ignore", module="captum")
 torch.manual_seed(0)
 torch.set_num_threads(2)
 
+
+def show(figure, path, **savefig_kwargs):
+    """Writes the figure to ``path`` and shows it (inline in a notebook)."""
+    figure.savefig(path, **savefig_kwargs)
+    display(figure)
+    plt.close(figure)  # shown once
+
+
+# %% [markdown]
+# ## Data and a training loop
+# Plain PyTorch and scikit-learn, written out here so that the notebook runs from any folder.
+
+# %%
+def load_digits():
+    """scikit-learn's 1,797 8x8 digits (shipped with it), scaled to [0, 1], split at random
+    into 1,348 training and 449 test images: ``(x_train, y_train, x_test, y_test)``."""
+    digits = sklearn.datasets.load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    test, train = order[:449], order[449:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def train_classifier(model, inputs, labels, epochs, batch_size=64, lr=1e-3):
+    """Adam on cross-entropy, shuffled mini-batches; returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            F.cross_entropy(model(inputs[batch]), labels[batch]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def accuracy(model, inputs, labels):
+    with torch.no_grad():
+        return (model(inputs).argmax(1) == labels).float().mean().item()
+
+
 # %% [markdown]
 # ## A small CNN on digits
-# Two conv-ReLU-max-pool blocks and a linear layer, trained for a few seconds.
+# scikit-learn's 8x8 digits (they ship with it: nothing to download), and two
+# conv-ReLU-max-pool blocks with a linear layer, trained for a few seconds. ReLU and
+# pooling are modules, not functions in `forward`: Captum's DeepLift needs that (CD works
+# either way).
 
 # %%
 x_train, y_train, x_test, y_test = load_digits()
-model = train_classifier(small_cnn(), x_train, y_train, epochs=15)
+model = nn.Sequential(
+    nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(32 * 2 * 2, 10),
+)  # fmt: skip
+model = train_classifier(model, x_train, y_train, epochs=15)
 print(f"test accuracy: {accuracy(model, x_test, y_test):.3f}")
 
-n_images = 8 if args.quick else 64
+n_images = 8 if QUICK else 64
 images = x_test[:n_images]
 with torch.no_grad():
     target = model(images).argmax(1)
@@ -101,7 +150,7 @@ def compare(attributions, title, path, rows=3):
     show(fig, path, dpi=90)
 
 
-compare(pixel_attr, "Single pixels (red: for the predicted class)", os.path.join(args.out, "tutorial01_pixels.png"))
+compare(pixel_attr, "Single pixels (red: for the predicted class)", os.path.join(OUT, "tutorial01_pixels.png"))
 
 # %% [markdown]
 # ## 2. Groups: 2x2 blocks
@@ -126,7 +175,7 @@ for name, (method, kwargs) in methods.items():
     else:  # a gradient method's group score is the sum of its pixel scores
         group_attr[name], group_seconds[name] = block_sums(pixel_attr[name]), pixel_seconds[name]
 
-compare(group_attr, "2x2 blocks (red: for the predicted class)", os.path.join(args.out, "tutorial01_groups.png"))
+compare(group_attr, "2x2 blocks (red: for the predicted class)", os.path.join(OUT, "tutorial01_groups.png"))
 
 # %% [markdown]
 # ## 3. What a group score has that a sum does not: interactions
@@ -155,7 +204,7 @@ print(f"largest |CD(block) - sum of its pixels' CD|:   {within_block.abs().max()
 # attributions change under small input noise (lower is more stable).
 
 # %%
-n_perturb = 5 if args.quick else 50
+n_perturb = 5 if QUICK else 50
 
 
 def pixel_noise(inputs):
@@ -172,14 +221,14 @@ rows = []
 for name, (method, kwargs) in methods.items():
     pixel_inf = infidelity(model, pixel_noise, images, pixel_attr[name], target=target, n_perturb_samples=n_perturb)
     group_inf = infidelity(model, block_noise, images, group_attr[name] / 4, target=target, n_perturb_samples=n_perturb)
-    sens = sensitivity_max(method.attribute, images[:4], target=target[:4], n_perturb_samples=3 if args.quick else 10, **kwargs)
+    sens = sensitivity_max(method.attribute, images[:4], target=target[:4], n_perturb_samples=3 if QUICK else 10, **kwargs)
     rows.append((name, pixel_inf.mean().item(), group_inf.mean().item(), sens.mean().item(), pixel_seconds[name], group_seconds[name]))
 
 header = f"{'method':<20}{'infid. pixels':>14}{'infid. blocks':>14}{'max-sens.':>11}{'s pixels':>10}{'s blocks':>10}"
 print(header)
 for name, pi, gi, se, ps, gs in rows:
     print(f"{name:<20}{pi:>14.4f}{gi:>14.4f}{se:>11.3f}{ps:>10.3f}{gs:>10.3f}")
-with open(os.path.join(args.out, "tutorial01_results.json"), "w") as f:  # what the test suite checks
+with open(os.path.join(OUT, "tutorial01_results.json"), "w") as f:  # what the test suite checks
     keys = ("infidelity pixels", "infidelity blocks", "max-sensitivity", "seconds pixels", "seconds blocks")
     json.dump({row[0]: dict(zip(keys, row[1:])) for row in rows}, f, indent=1)
 

@@ -6,34 +6,85 @@
 # transform, for a small CNN on Fashion-MNIST (Debian's `dataset-fashion-mnist`), with CD
 # and with Captum's methods through the same `TRIM` wrapper.
 #
-# `python tutorials/03_trim_images.py` (`--quick` for a smaller run; the test suite runs
-# it). Pictures go to `outputs/tutorial03_*.png`.
+# Run it in Jupyter, or as a script (`python 03_trim_images.py`); `CAPTUM_CD_QUICK=1` makes a
+# shorter run (the test suite and the documentation site use it), `CAPTUM_CD_OUT` says
+# where pictures and results go (default `outputs/`).
 
 # %%
-import argparse
+import gzip
 import json
 import os
 import time
 import warnings
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from captum.attr import DeepLift, GradientShap, IntegratedGradients  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from captum.attr import DeepLift, GradientShap, IntegratedGradients
+from IPython.display import display
+from torch import nn
 
-from captum_cd import ContextualDecomposition, TRIM  # noqa: E402
-from captum_cd.transforms import Fourier2d, radial_bands, WaveletTransform2d  # noqa: E402
-from _notebook import options, show  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
-from experiments.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist  # noqa: E402
-from experiments.models import accuracy, small_cnn, train_classifier  # noqa: E402
+from captum_cd import ContextualDecomposition, TRIM
+from captum_cd.transforms import Fourier2d, radial_bands, WaveletTransform2d
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--quick", action="store_true")
-parser.add_argument("--out", default="outputs")
-args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
-os.makedirs(args.out, exist_ok=True)
+QUICK = os.environ.get("CAPTUM_CD_QUICK") == "1"  # a shorter run: the test suite and the documentation site use it
+OUT = os.environ.get("CAPTUM_CD_OUT", "outputs")  # pictures and results are written here
+os.makedirs(OUT, exist_ok=True)
 warnings.filterwarnings("ignore")
 torch.manual_seed(0)
 torch.set_num_threads(2)
+
+
+def show(figure, path, **savefig_kwargs):
+    """Writes the figure to ``path`` and shows it (inline in a notebook)."""
+    figure.savefig(path, **savefig_kwargs)
+    display(figure)
+    plt.close(figure)  # shown once
+
+
+
+# %% [markdown]
+# ## Data and a training loop
+# Plain PyTorch, written out here so that the notebook runs from any folder.
+
+# %%
+# Debian's dataset-fashion-mnist installs the four IDX files here (or set CAPTUM_CD_FASHION_MNIST).
+FASHION_MNIST = os.environ.get("CAPTUM_CD_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def load_fashion_mnist(split):
+    """``(images, labels)``: uint8 images (N, 28, 28) and their classes, from the gzipped
+    IDX files (a 4-byte magic number whose last byte is the number of dimensions, then
+    each dimension's size as a 4-byte big-endian integer, then the bytes)."""
+    prefix = "train" if split == "train" else "t10k"
+    arrays = []
+    for kind in ("images-idx3", "labels-idx1"):
+        with gzip.open(os.path.join(FASHION_MNIST, f"{prefix}-{kind}-ubyte.gz")) as f:
+            data = f.read()
+        shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
+        arrays.append(torch.from_numpy(np.frombuffer(data, np.uint8, offset=4 + 4 * len(shape)).reshape(shape).copy()))
+    return arrays[0], arrays[1].long()
+
+
+def train_classifier(model, inputs, labels, epochs, batch_size=64, lr=1e-3):
+    """Adam on cross-entropy, shuffled mini-batches; returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            F.cross_entropy(model(inputs[batch]), labels[batch]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def accuracy(model, inputs, labels):
+    with torch.no_grad():
+        return (model(inputs).argmax(1) == labels).float().mean().item()
+
 
 # %% [markdown]
 # ## A small CNN on Fashion-MNIST
@@ -41,13 +92,18 @@ torch.set_num_threads(2)
 # %%
 images, labels = load_fashion_mnist("train")
 test_images, test_labels = load_fashion_mnist("test")
-n = 3000 if args.quick else 20000
+n = 3000 if QUICK else 20000
 x, y = images[:n].float().unsqueeze(1) / 255.0, labels[:n]
 x_test, y_test = test_images[:2000].float().unsqueeze(1) / 255.0, test_labels[:2000]
-model = train_classifier(small_cnn(size=28, width=16), x, y, epochs=2 if args.quick else 4)
+model = nn.Sequential(
+    nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
+)  # fmt: skip
+model = train_classifier(model, x, y, epochs=2 if QUICK else 4)
 print(f"test accuracy: {100 * accuracy(model, x_test, y_test):.1f}%")
 
-examples = x_test[:16 if args.quick else 200]
+examples = x_test[:16 if QUICK else 200]
 with torch.no_grad():
     target = model(examples).argmax(1)
 
@@ -115,8 +171,8 @@ for ax, scores, xlabel in ((axes[1], band_scores, "radial frequency band (low to
     ax.set_ylabel("score for the predicted class (scaled)", fontsize=8)
     ax.legend(fontsize=7)
 fig.tight_layout()
-show(fig, os.path.join(args.out, "tutorial03_trim.png"), dpi=100)
-print("picture:", os.path.join(args.out, "tutorial03_trim.png"))
-with open(os.path.join(args.out, "tutorial03_results.json"), "w") as f:  # what the test suite checks
+show(fig, os.path.join(OUT, "tutorial03_trim.png"), dpi=100)
+print("picture:", os.path.join(OUT, "tutorial03_trim.png"))
+with open(os.path.join(OUT, "tutorial03_results.json"), "w") as f:  # what the test suite checks
     json.dump({"band scores": {k: v.tolist() for k, v in band_scores.items()},
                "scale scores": {k: v.tolist() for k, v in scale_scores.items()}, "seconds": seconds}, f, indent=1)

@@ -11,11 +11,12 @@
 # 3. the learned wavelet as a picture, as a `pywt.Wavelet`, and inside `TRIM`;
 # 4. `WaveletDistilledRegressor`, a scikit-learn estimator, inside `GridSearchCV`.
 #
-# `python tutorials/05_awd.py` (`--quick` for a smaller run; the test suite runs it).
+# Run it in Jupyter, or as a script (`python 05_awd.py`); `CAPTUM_CD_QUICK=1` makes a
+# shorter run (the test suite and the documentation site use it), `CAPTUM_CD_OUT` says
+# where pictures and results go (default `outputs/`).
 # `benchmarks/awd_simulation.py` runs the full simulation, mnist1d and the speed table.
 
 # %%
-import argparse
 import json
 import os
 import warnings
@@ -29,13 +30,9 @@ from torch import nn
 from captum_cd import ContextualDecomposition, TRIM
 from captum_cd.wavelets import AdaptiveWavelet, AWDLoss, fit_wavelet, wavelet_distance, WaveletDistilledRegressor
 
-from _notebook import options  # noqa: E402  (tutorials/_notebook.py)
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--quick", action="store_true")
-parser.add_argument("--out", default="outputs")
-args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
-os.makedirs(args.out, exist_ok=True)
+QUICK = os.environ.get("CAPTUM_CD_QUICK") == "1"  # a shorter run: the test suite and the documentation site use it
+OUT = os.environ.get("CAPTUM_CD_OUT", "outputs")  # pictures and results are written here
+os.makedirs(OUT, exist_ok=True)
 warnings.filterwarnings("ignore")  # pywt's boundary-effect advice at 3 levels of 64 samples
 torch.manual_seed(0)
 torch.set_num_threads(2)
@@ -46,7 +43,7 @@ torch.set_num_threads(2)
 # level-3 detail coefficients, plus noise. An MLP learns it.
 
 # %%
-n = 3000 if args.quick else 5000
+n = 3000 if QUICK else 5000
 rng = np.random.RandomState(0)
 X = rng.randn(n, 64).astype(np.float32)
 detail = pywt.wavedec(X, "db5", mode="zero", level=3, axis=-1)[1]  # cD_3: 15 coefficients
@@ -56,7 +53,7 @@ x_train, x_test = torch.tensor(X[:split]), torch.tensor(X[split:])
 
 teacher = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 1))
 optimizer = torch.optim.Adam(teacher.parameters(), lr=1e-3)
-for _ in range(30 if args.quick else 60):
+for _ in range(30 if QUICK else 60):
     for index in torch.randperm(split).split(100):
         optimizer.zero_grad()
         ((teacher(x_train[index]).squeeze(1) - torch.tensor(y[index.numpy()])) ** 2).mean().backward()
@@ -92,7 +89,7 @@ wavelet = AdaptiveWavelet("db5", levels=3, init_noise=0.3, generator=torch.Gener
 initial = wavelet_distance(wavelet, "db5")
 loss_fn = AWDLoss(teacher, wavelet, lam_l1=0.1, lam_interp=0.1, method="saliency")
 optimizer = torch.optim.Adam(wavelet.parameters(), lr=1e-2)
-for epoch in range(2 if args.quick else 10):
+for epoch in range(2 if QUICK else 10):
     for index in torch.randperm(split).split(100):
         terms = loss_fn(x_train[index])
         optimizer.zero_grad()
@@ -108,7 +105,7 @@ print(f"distance to db5: {initial:.2f} -> {wavelet_distance(wavelet, 'db5'):.2f}
 
 # %%
 wavelet, history = fit_wavelet(
-    teacher, x_train, wavelet, lam_l1=0.1, lam_interp=0.1, lr=1e-2, epochs=3 if args.quick else 30,
+    teacher, x_train, wavelet, lam_l1=0.1, lam_interp=0.1, lr=1e-2, epochs=3 if QUICK else 30,
     validation=x_test, patience=5, progress=False,
 )
 print(f"after fit_wavelet: distance to db5 {wavelet_distance(wavelet, 'db5'):.2f}, "
@@ -118,7 +115,7 @@ print(f"after fit_wavelet: distance to db5 {wavelet_distance(wavelet, 'db5'):.2f
 # ## The learned wavelet: a picture, a PyWavelets wavelet, a TRIM transform
 
 # %%
-print("picture:", wavelet.plot(os.path.join(args.out, "tutorial05_wavelet.png")))
+print("picture:", wavelet.plot(os.path.join(OUT, "tutorial05_wavelet.png")))
 learned = wavelet.to_pywt()
 print("pywt.wavedec with the learned wavelet, coefficient lengths:",
       [c.shape[-1] for c in pywt.wavedec(X[0], learned, mode="zero", level=3)])
@@ -141,8 +138,8 @@ print("mean |CD score| per scale [cA_3, cD_3, cD_2, cD_1]:", [round(v, 3) for v 
 fixed = WaveletDistilledRegressor("db5", levels=3, m=6).fit(X[:split], y[:split])
 search = GridSearchCV(
     WaveletDistilledRegressor("db5", levels=3, m=6, teacher=teacher, lam_l1=0.1, init_noise=0.3, lr=1e-2,
-                              epochs=2 if args.quick else 15, random_state=0),
-    {"lam_interp": [0.01, 0.1] if args.quick else [0.01, 0.1, 1.0]}, cv=2 if args.quick else 3,
+                              epochs=2 if QUICK else 15, random_state=0),
+    {"lam_interp": [0.01, 0.1] if QUICK else [0.01, 0.1, 1.0]}, cv=2 if QUICK else 3,
 )
 search.fit(X[:split], y[:split])
 results = {
@@ -153,5 +150,5 @@ results = {
 }
 print(f"distilled R^2 on the test split: fixed db5 {results['distilled_r2']['fixed db5']:.3f}, "
       f"AWD {results['distilled_r2']['AWD']:.3f} (lam_interp {results['lam_interp']})")
-with open(os.path.join(args.out, "tutorial05_results.json"), "w") as f:
+with open(os.path.join(OUT, "tutorial05_results.json"), "w") as f:
     json.dump(results, f, indent=1)  # what the test suite checks

@@ -19,41 +19,152 @@
 # sentiment (the check of the CD paper). Finally the highest-scoring phrases of one
 # sentence, by each method.
 #
-# Run it as a script (`python tutorials/06_decoder_phrases.py`; `--quick` for a smaller
-# version, which the test suite runs). Nothing is downloaded: the model starts from
-# random weights; SST comes from the data folder that `experiments.datasets.sst` finds.
+# Run it in Jupyter, or as a script (`python 06_decoder_phrases.py`); `CAPTUM_CD_QUICK=1` makes a
+# shorter run (the test suite and the documentation site use it), `CAPTUM_CD_OUT` says
+# where pictures and results go (default `outputs/`).
+# Nothing is downloaded: the model starts from random weights.
 
 # %%
-import argparse
+import collections
 import json
 import os
+import re
 import time
 import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from captum_cd.compat import declare_missing_torchvision_ops
 
 declare_missing_torchvision_ops()  # PyPI's torchvision (CUDA) beside the CPU torch: see captum_cd.compat
-import transformers  # noqa: E402
-from captum.attr import FeatureAblation, LayerIntegratedGradients  # noqa: E402
-from torch import nn  # noqa: E402
+import transformers
+from captum.attr import FeatureAblation, LayerIntegratedGradients
+from torch import nn
 
-from captum_cd import ContextualDecomposition, token_masks  # noqa: E402
-from _notebook import options  # noqa: E402  (tutorials/_notebook.py; puts the repository root on sys.path)
-from experiments.datasets.sst import Vocab  # noqa: E402
-from experiments.models import accuracy, train_classifier  # noqa: E402
-from experiments.sst_phrases import is_scored, PositiveMinusNegative, sst_data  # noqa: E402
+from captum_cd import ContextualDecomposition, token_masks
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--quick", action="store_true", help="less training, fewer sentences (the test suite)")
-parser.add_argument("--out", default="outputs", help="folder for tutorial06_results.json")
-args = options(parser)  # CAPTUM_CD_QUICK=1 sets --quick in a notebook
+QUICK = os.environ.get("CAPTUM_CD_QUICK") == "1"  # a shorter run: the test suite and the documentation site use it
+OUT = os.environ.get("CAPTUM_CD_OUT", "outputs")  # pictures and results are written here
+os.makedirs(OUT, exist_ok=True)
 warnings.filterwarnings("ignore")
 transformers.logging.set_verbosity_error()
 torch.manual_seed(0)
 torch.set_num_threads(2)
+
+
+
+
+# %% [markdown]
+# ## Data and a training loop
+# Plain PyTorch, written out here so that the notebook runs from any folder.
+
+# %%
+# The treebank's train.txt and test.txt: CAPTUM_CD_SST, else ../shared/data/sst seen from
+# the repository's root or from tutorials/.
+SST = os.environ.get("CAPTUM_CD_SST") or next((p for p in ("../shared/data/sst", "../../shared/data/sst") if os.path.isdir(p)), "sst")
+Phrase = collections.namedtuple("Phrase", "start stop fine_label label")  # label: 0 or 1, None for neutral
+Sentence = collections.namedtuple("Sentence", "tokens label phrases")
+ESCAPED = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}"}
+
+
+def read_sst(split):
+    """The binary task: every non-neutral sentence of a split, lowercased, with every node
+    of its tree as a Phrase (the root first). A line is a tree in the PTB format, a label
+    0-4 (very negative ... very positive) at every node: ``(3 (2 not) (3 (2 too) (3 bad)))``."""
+    sentences = []
+    with open(os.path.join(SST, f"{split}.txt"), encoding="utf-8") as f:
+        for line in f:
+            parts = re.findall(r"[()]|[^ \t\r\n()]+", line)
+            tokens, phrases, open_nodes, i = [], [], [], 0
+            while i < len(parts):
+                if parts[i] == "(":  # a node: its label follows
+                    open_nodes.append((len(tokens), int(parts[i + 1]), len(phrases)))
+                    phrases.append(None)
+                    i += 2
+                    continue
+                if parts[i] == ")":
+                    start, fine, index = open_nodes.pop()
+                    phrases[index] = Phrase(start, len(tokens), fine, None if fine == 2 else int(fine > 2))
+                else:
+                    word = parts[i]
+                    tokens.append(ESCAPED.get(word) or word.replace("\\/", "/").replace("\\*", "*").lower())
+                i += 1
+            if phrases and phrases[0].label is not None:
+                sentences.append(Sentence(tokens, phrases[0].label, phrases))
+    return sentences
+
+
+class Vocab:
+    """Token ids: 0 padding, 1 unknown, then the words of ``sentences`` in alphabetical order."""
+
+    PAD, UNK = 0, 1
+
+    def __init__(self, sentences):
+        self.itos = ["<pad>", "<unk>"] + sorted({t for s in sentences for t in s.tokens})
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+
+    def __len__(self):
+        return len(self.itos)
+
+    def encode(self, tokens):
+        return [self.stoi.get(t, self.UNK) for t in tokens]
+
+
+def encode(sentences, vocab, max_len=None):
+    """``(ids, lengths, labels)``, batch first, padded at the end."""
+    rows = [vocab.encode(s.tokens[:max_len]) for s in sentences]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [Vocab.PAD] * (width - len(r)) for r in rows])
+    return ids, torch.tensor([len(r) for r in rows]), torch.tensor([s.label for s in sentences])
+
+
+def train_classifier(model, inputs, labels, epochs, batch_size=64, lr=1e-3, lengths=None):
+    """Adam on cross-entropy, shuffled mini-batches; returns the model in eval mode. With
+    ``lengths`` (padded sentences) a batch is cut to its longest sentence and the model
+    is called as ``model(tokens, lengths)``."""
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
+            optimizer.zero_grad()
+            F.cross_entropy(forward(model, inputs, lengths, batch), labels[batch]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def forward(model, inputs, lengths, batch):
+    if lengths is None:
+        return model(inputs[batch])
+    return model(inputs[batch, : int(lengths[batch].max())], lengths[batch])
+
+
+def accuracy(model, inputs, labels, lengths=None):
+    """Accuracy in batches of 1,000."""
+    with torch.no_grad():
+        predictions = [forward(model, inputs, lengths, b).argmax(1) for b in torch.arange(len(labels)).split(1000)]
+    return (torch.cat(predictions) == labels).float().mean().item()
+
+
+
+
+def is_scored(phrase):
+    """A phrase of the phrase check: labelled, non-neutral, two or more words."""
+    return phrase.label is not None and phrase.stop - phrase.start >= 2
+
+
+class PositiveMinusNegative(nn.Module):
+    """The score every method explains: logit(positive) - logit(negative)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens):
+        logits = self.model(tokens)
+        return logits[:, 1] - logits[:, 0]
 
 
 # %% [markdown]
@@ -85,12 +196,13 @@ class DecoderSentiment(nn.Module):
         return self.head(states[torch.arange(tokens.shape[0]), lengths - 1])
 
 
-data = sst_data(sentences=2000 if args.quick else None, max_len=64)  # whole sentences (experiments/sst_phrases.py)
-test, vocab = data.test, data.vocab
-(x, lengths, y), (x_test, l_test, y_test) = data.train_tensors, data.test_tensors
+train, test = read_sst("train"), read_sst("test")
+vocab = Vocab(train)
+x, lengths, y = encode(train[: 2000 if QUICK else None], vocab, max_len=64)  # whole sentences
+x_test, l_test, y_test = encode(test, vocab, max_len=64)
 model = DecoderSentiment(len(vocab))
 start = time.perf_counter()
-train_classifier(model, x, y, epochs=2 if args.quick else 4, batch_size=32, lr=2e-3, lengths=lengths)
+train_classifier(model, x, y, epochs=2 if QUICK else 4, batch_size=32, lr=2e-3, lengths=lengths)
 results = {"test accuracy": accuracy(model, x_test, y_test, l_test), "training seconds": time.perf_counter() - start}
 print(f"decoder: test accuracy {100 * results['test accuracy']:.1f}% (trained in {results['training seconds']:.0f} s)")
 
@@ -118,7 +230,7 @@ def phrase_scores(ids, spans):
     }
 
 
-sentences = test[:20] if args.quick else test
+sentences = test[:20] if QUICK else test
 scores, labels, seconds = {}, [], {}
 for example in sentences:
     spans = [(p.start, p.stop) for p in example.phrases if is_scored(p)]
@@ -152,6 +264,5 @@ for name, values in phrase_scores(ids, spans).items():
     top = np.argsort(-np.abs(values))[:3]
     print(f"  {name}: " + "; ".join(f"'{' '.join(example.tokens[spans[i][0]:spans[i][1]])}' {values[i]:+.2f}" for i in top))
     results["example"]["top phrases"][name] = [[*spans[i], float(values[i])] for i in top]
-os.makedirs(args.out, exist_ok=True)
-with open(os.path.join(args.out, "tutorial06_results.json"), "w") as f:
+with open(os.path.join(OUT, "tutorial06_results.json"), "w") as f:
     json.dump(results, f, indent=1)  # what the test suite checks
