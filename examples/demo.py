@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: E402
 from captum.attr import DeepLift, FeatureAblation, IntegratedGradients  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 
-from captum_cd import ContextualDecomposition, grid_ids  # noqa: E402
+from captum_cd import ContextualDecomposition, grid_ids, ids_to_masks  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: experiments/
 from experiments.datasets.digits import load_digits  # noqa: E402
@@ -79,7 +79,8 @@ def main(out_dir: str) -> None:
         corr = torch.stack([torch.corrcoef(torch.stack([scores["CD"][i], scores[name][i]]))[0, 1] for i in range(len(images))])
         print(f"{name:<22}{seconds[name]:>9.3f}{corr.nanmean().item():>15.2f}")
         results["methods"][name] = {"seconds": seconds[name], "corr. with CD": corr.nanmean().item()}
-    results["where they differ"] = differences(scores, per_region(images, ids) > 0)
+    interactions = with_interactions(model, images, predicted, ids)
+    results["where they differ"] = differences(scores, interactions, per_region(images, ids) > 0)
     for line in results["where they differ"]["summary"]:
         print(line)
 
@@ -90,28 +91,41 @@ def main(out_dir: str) -> None:
         json.dump(results, f, indent=1)  # what the test suite checks
 
 
-def differences(scores, inked):
-    """Where CD and the gradient methods differ, region by region: on regions with ink,
-    how often the signs agree and the mean difference; on blank regions (all four pixels
-    0), each method's scores."""
-    cd, blank = scores["CD"], ~inked
-    result = {"inked regions": int(inked.sum()), "blank regions": int(blank.sum()), "summary": []}
+def with_interactions(model, images, target, ids) -> torch.Tensor:
+    """Each region's CD score with its interactions with the other regions: CD of the whole
+    image minus CD of everything but the region, (B, regions)."""
+    masks = ids_to_masks(ids)  # (regions, 1, H, W)
+    cd = ContextualDecomposition(model)
+    with torch.no_grad():
+        whole, _ = cd.decompose(images, torch.ones_like(masks[:1]))
+        rest, _ = cd.decompose(images, 1 - masks)
+    at_target = lambda relevant: relevant[:, torch.arange(len(images)), target].T  # noqa: E731
+    return at_target(whole) - at_target(rest)
+
+
+def differences(scores, interactions, inked):
+    """Where CD and the gradient methods differ, on the regions with ink (blank regions get
+    exactly 0 from every method): how often the signs agree, the mean difference, and the
+    same for CD with the regions' interactions counted."""
+    flat = lambda t: t[inked]  # noqa: E731
+    corr = lambda a, b: torch.corrcoef(torch.stack([flat(a), flat(b)]))[0, 1].item()  # noqa: E731
+    cd, result = scores["CD"], {"inked regions": int(inked.sum()), "summary": []}
     for name in ("IntegratedGradients", "DeepLift"):
         other = scores[name]
         clear = inked & (other.abs() > 0.1)  # a clearly non-zero score, so that its sign means something
         result[name] = {
             "same sign %": 100 * ((cd[clear] > 0) == (other[clear] > 0)).float().mean().item(),
-            "mean CD - it, inked": (cd[inked] - other[inked]).mean().item(),
-            "largest |score| on blank": other[blank].abs().max().item(),
+            "mean CD - it": flat(cd - other).mean().item(),
+            "mean CD with interactions - it": flat(interactions - other).mean().item(),
+            "corr. CD": corr(cd, other),
+            "corr. CD with interactions": corr(interactions, other),
         }
-        result["summary"].append(f"CD and {name}: same sign on {result[name]['same sign %']:.0f}% of the regions with ink "
-                                 f"(|score| > 0.1), CD lower by {-result[name]['mean CD - it, inked']:.2f} on average there")
-    result["CD on blank"] = {"mean": cd[blank].mean().item(), "negative %": 100 * (cd[blank] < 0).float().mean().item(),
-                             "largest |score|": cd[blank].abs().max().item()}
-    others = max(result[name]["largest |score| on blank"] for name in ("IntegratedGradients", "DeepLift"))
-    result["summary"].append(f"{result['blank regions']} blank regions: CD mean {result['CD on blank']['mean']:+.3f} "
-                             f"({result['CD on blank']['negative %']:.0f}% negative, largest |score| {result['CD on blank']['largest |score|']:.2f}); "
-                             f"IntegratedGradients and DeepLift at most {others:.2f}")
+        r = result[name]
+        result["summary"].append(
+            f"{name}: same sign as CD on {r['same sign %']:.0f}% of the regions with ink; CD - {name} "
+            f"{r['mean CD - it']:+.2f} on average, {r['mean CD with interactions - it']:+.2f} with the regions' "
+            f"interactions counted; correlation {r['corr. CD']:.2f}, with interactions {r['corr. CD with interactions']:.2f}"
+        )
     return result
 
 
