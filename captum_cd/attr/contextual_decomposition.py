@@ -30,7 +30,7 @@ from captum_cd.attr.decomposition import (
     saved_tensor_hooks,
     windowed,
 )
-from captum_cd.attr.dispatch import check_history
+from captum_cd.attr.engines import check_history
 from captum_cd.attr.errors import compiled, compiled_message, DecompositionError, runs_eagerly
 from captum_cd.attr.groups import (
     check_pairs,
