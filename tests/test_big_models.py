@@ -5,10 +5,8 @@ quantisation, Hugging Face accelerate's offloading, and FSDP (1 and 2) on gloo.
 Each engine either gives what the plain model gives (CD values, CDEP gradients) or is
 refused with an error that names the fix; none may change a number silently."""
 
-import functools
 import os
 import socket
-import tempfile
 
 import pytest
 import torch
@@ -19,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from captum_cd import CDEPRegularizer, ContextualDecomposition, DecompositionError, token_masks
-from _zoo import assert_unchanged, snapshot
+from _zoo import snapshot
 
 MASKS = torch.zeros(3, 1, 8, 8)
 MASKS[0, :, :4], MASKS[1, :, 4:], MASKS[2, :, 2:6, 2:6] = 1, 1, 1
@@ -29,7 +27,7 @@ class Checkpointed(nn.Module):
     """conv - BN - ReLU outside, a checkpointed block (conv, BN, dropout, ReLU) inside: the
     block's input carries pending steps, and its BN and dropout need CD's training mode."""
 
-    def __init__(self, use_reentrant=None, module_rules=False):
+    def __init__(self, use_reentrant=None):
         super().__init__()
         self.use_reentrant = use_reentrant
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
@@ -340,7 +338,7 @@ FSDP_MASKS = torch.zeros(2, 16)
 FSDP_MASKS[0, :8], FSDP_MASKS[1, 8:] = 1, 1
 
 
-def _fsdp_cases(rank, x, y):
+def _fsdp_cases(x, y):
     """What each rank computes: CD in eval and the gradients of a CDEP training step."""
     results = {}
     for engine in ("fsdp2", "fsdp1"):
@@ -359,7 +357,7 @@ def _fsdp_worker(rank, world, port, path):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         shard = slice(rank * 2, rank * 2 + 2)
-        torch.save(_fsdp_cases(rank, FSDP_X[shard], FSDP_Y[shard]), f"{path}.{rank}")
+        torch.save(_fsdp_cases(FSDP_X[shard], FSDP_Y[shard]), f"{path}.{rank}")
     finally:
         dist.destroy_process_group()
 
