@@ -537,9 +537,14 @@ def mean(rows: List[dict], key: str) -> float:
     return float(np.mean([r[key] for r in rows]))
 
 
+def number(value: float, digits: int = 1) -> str:
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
 def cell(rows: List[dict], key: str = "test") -> str:
     values = np.array([r[key] for r in rows], dtype=float)
-    return f"{values.mean():.1f} ± {values.std():.1f}" if len(values) > 1 else f"{values.mean():.1f}"
+    return f"{number(values.mean())} ± {number(values.std())}" if len(values) > 1 else number(values.mean())
 
 
 def choose(by_weight: Dict[float, List[dict]], key: str) -> float:
@@ -579,7 +584,7 @@ def summary_table(records: List[dict]) -> str:
 
 def effect(rows: List[dict]) -> str:
     """The decoy's effect, with its share of the true class's centred logit where known."""
-    share = f" ({100 * mean(rows, 'decoy effect') / mean(rows, 'logit'):.0f}%)" if "logit" in rows[0] else ""
+    share = f" ({number(100 * mean(rows, 'decoy effect') / mean(rows, 'logit'), 0)}%)" if "logit" in rows[0] else ""
     return cell(rows, "decoy effect") + share
 
 
