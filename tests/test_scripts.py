@@ -234,3 +234,28 @@ def test_attribute_passes_quick():
     out = run("benchmarks/attribute_passes.py", "--quick")
     assert float(out.split("largest difference between the two:")[1].split()[0]) < 1e-5
     assert "passes of whole examples" in out
+
+
+def test_llm_speed_quick(tmp_path):
+    run("benchmarks/llm_speed.py", "--quick", tables=tmp_path / "tables.jsonl")
+    tables = read_tables(tmp_path / "tables.jsonl")
+    titles = [title.split(" (")[0] for title in tables]
+    assert titles == ["GPT-2-small-size", "GPT-2-small-size", "Llama-style", "Llama-style"], titles
+    for title, rows in tables.items():
+        if "peak memory" in title:
+            (row,) = rows
+            forward, cd = number(row["forward (batch G + 1) MiB"]), number(row["CD MiB"])
+            assert forward > 0 and cd > 0 and abs(number(row["CD / forward"]) - cd / forward) <= 0.005 + 0.05 * (cd / forward) / min(forward, cd)
+            continue
+        cells = {(row["prompt"], row["target"]) for row in rows}
+        assert {target for _, target in cells} == {"1", "4"}
+        for cell in cells:
+            here = [row for row in rows if (row["prompt"], row["target"]) == cell]
+            methods = {(row["features"], row["method"]) for row in here}
+            assert {("every token", m) for m in ("CD", "FeatureAblation", "KernelShap", "LayerIntegratedGradients")} <= methods
+            assert {("8 spans", m) for m in ("CD", "FeatureAblation", "KernelShap")} <= methods  # IG: token inputs only
+            base = number(next(r for r in here if r["method"] == "forward")["median ms"])
+            for row in here:  # ms rounded to 0.1 (both times), the ratio to 0.1
+                seconds, ratio = number(row["median ms"]), number(row["time / forward"])
+                rounding = 0.05 + (seconds / base) * (0.05 / base + 0.05 / seconds) * 1.01
+                assert seconds > 0 and abs(ratio - seconds / base) <= rounding, row
