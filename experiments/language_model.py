@@ -5,11 +5,10 @@ for the language-model tutorial, benchmark and tests (nothing is downloaded).
 - :func:`bpe_tokenizer`: a byte-level BPE tokenizer (GPT-2's kind) trained on some text,
   wrapped as a ``transformers.PreTrainedTokenizerFast`` that adds a ``<s>`` in front, as
   Llama's does; saved to and loaded from a folder when one is given.
-- :func:`train_language_model`: next-token training of any causal LM on tokenized text.
+- :func:`train_language_model`: next-token training of any causal LM on text.
 """
 
 import os
-import time
 from typing import Iterable, List, Optional
 
 import torch
@@ -54,24 +53,25 @@ def bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1000, folder: Optional
 
 
 def train_language_model(
-    model: nn.Module, tokenizer, texts: List[str], epochs: int = 1, batch_size: int = 32, lr: float = 3e-3, seconds: Optional[float] = None
+    model: nn.Module, tokenizer, texts: List[str], steps: int, batch_size: int = 32, lr: float = 3e-3, seed: int = 0
 ) -> float:
-    """Trains ``model`` (a Hugging Face causal LM) to predict the next token of ``texts``
-    (each ending with ``</s>``), padded batches, AdamW; stops after ``seconds`` if given.
-    Returns the last batch's loss. The model is left in eval mode."""
-    batch = tokenizer([t + tokenizer.eos_token for t in texts], padding=True, return_tensors="pt")
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    labels = ids.masked_fill(mask == 0, -100)
+    """Trains ``model`` (a Hugging Face causal LM) for ``steps`` steps of AdamW to predict
+    the next token of ``texts`` (each ending with ``</s>``), random batches padded to
+    their longest text. Returns the mean loss of the last 50 steps; the model is left in
+    eval mode."""
+    encoded = [torch.tensor(ids) for ids in tokenizer([t + tokenizer.eos_token for t in texts])["input_ids"]]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    start, loss = time.perf_counter(), torch.tensor(float("nan"))
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
     model.train()
-    for _ in range(epochs):
-        for rows in torch.randperm(len(texts)).split(batch_size):
-            loss = model(input_ids=ids[rows], attention_mask=mask[rows], labels=labels[rows]).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if seconds is not None and time.perf_counter() - start > seconds:
-                break
+    for _ in range(steps):
+        rows = [encoded[i] for i in torch.randint(len(encoded), (batch_size,), generator=generator)]
+        ids = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=tokenizer.pad_token_id)
+        mask = nn.utils.rnn.pad_sequence([torch.ones_like(r) for r in rows], batch_first=True)
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
     model.eval()
-    return float(loss)
+    return sum(losses[-50:]) / len(losses[-50:])

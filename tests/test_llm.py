@@ -2,6 +2,8 @@
 configs with random weights (2 layers, width 64, float64 where values are compared), the
 tokenizer a byte-level BPE trained here on SST's text; nothing is downloaded."""
 
+import itertools
+
 import matplotlib
 import pytest
 import torch
@@ -315,3 +317,42 @@ class SlowTokenizer:
         if return_offsets_mapping:
             raise NotImplementedError("return_offset_mapping is not available when using Python tokenizers")
         return self.fast(text, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "mistral", "qwen2"])
+def test_chunks_decomposed_from_their_first_token_equal_passes_over_the_whole_sequence(name, tokenizer, one_thread):
+    """A causal model's prefix before a chunk's first token comes from the key-value cache
+    of an ordinary pass (constants), not decomposed: the same scores."""
+    model = causal_lm(name, len(tokenizer))
+    inp = TextTokenInput("Dave lives in Palm Coast and likes a good game of golf on sunny days", tokenizer)
+    cropped, whole = LLMContextualDecomposition(model, tokenizer), LLMContextualDecomposition(model, tokenizer)
+    whole.crop_prefix = False
+    suffixes = []
+    suffix_inputs = cropped._suffix_inputs
+    cropped._suffix_inputs = lambda kwargs, start, cache: suffixes.append(start) or suffix_inputs(kwargs, start, cache)
+    before = snapshot(model)
+    result = cropped.attribute(inp, target=TARGET, perturbations_per_eval=4)
+    assert_unchanged(model, before)
+    assert len(suffixes) >= 3 and 0 < min(suffixes)  # chunks that start after the first token
+    expected = whole.attribute(inp, target=TARGET, perturbations_per_eval=4).token_attr
+    assert expected.abs().max() > 1e-3
+    torch.testing.assert_close(result.token_attr, expected, rtol=0, atol=1e-10)
+
+
+def test_chunks_are_planned_for_the_fewest_rows():
+    from captum_cd.attr.causal_prefix import PASS_OVERHEAD_ROWS, plan_chunks
+
+    starts = [7, 0, 3, 9, 1]
+    chunks = plan_chunks(starts, 12, largest=2)
+    assert sorted(g for members, _ in chunks for g in members) == [0, 1, 2, 3, 4]
+    assert all(len(members) <= 2 and start == min(starts[g] for g in members) for members, start in chunks)
+    rows = lambda plan: sum((len(m) + PASS_OVERHEAD_ROWS) * (12 - s) for m, s in plan)  # noqa: E731
+    # every way to cut the groups sorted by first token (1, 4, 2, 0, 3) into runs of at most 2
+    order = sorted(range(5), key=lambda g: starts[g])
+    plans = []
+    for r in range(5):
+        for inner in itertools.combinations(range(1, 5), r):
+            cuts = [0, *inner, 5]
+            if all(b - a <= 2 for a, b in zip(cuts, cuts[1:])):
+                plans.append([(order[a:b], starts[order[a]]) for a, b in zip(cuts, cuts[1:])])
+    assert rows(chunks) == min(rows(plan) for plan in plans)

@@ -123,3 +123,20 @@ def test_tutorial_decoder_phrases(tmp_path, monkeypatch):
     for top in example["top phrases"].values():  # three phrases, largest magnitude first, inside the sentence
         assert len(top) == 3 and [abs(v) for _, _, v in top] == sorted((abs(v) for _, _, v in top), reverse=True)
         assert all(0 <= start and 2 <= stop - start < len(example["tokens"]) and stop <= len(example["tokens"]) for start, stop, _ in top)
+
+
+def test_tutorial_language_models(tmp_path, monkeypatch):
+    notebook = execute("07_language_models", tmp_path, monkeypatch)
+    results = json.loads((tmp_path / "tutorial07_results.json").read_text())
+    assert math.isfinite(results["training loss"]) and results["target"].strip()
+    template = results["template"]
+    assert len(template["CD"]) == len(template["FeatureAblation"]) == 3 and all(map(math.isfinite, template["CD"]))
+    agreement = results["agreement"]
+    assert agreement["prompts"] >= 3
+    assert sorted(agreement["methods"]) == ["CD (log_prob)", "CD (logit)", "FeatureAblation", "LayerIntegratedGradients"]
+    for name, row in agreement["methods"].items():
+        assert row["seconds"] > 0 and -1 <= row["correlation with FeatureAblation"] <= 1 + 1e-9, name
+    assert abs(agreement["methods"]["FeatureAblation"]["correlation with FeatureAblation"] - 1) < 1e-9
+    for name in ("FeatureAblation", "CD", "LayerIntegratedGradients"):
+        assert (tmp_path / f"tutorial07_tokens_{name}.png").stat().st_size > 0
+    assert inline_pictures(notebook) == 5  # tokens by three methods, values by two

@@ -15,7 +15,9 @@ pictures) that holds the small stand-ins their prose assumes, the *preamble*:
 - for TRIM (blocks that use ``Fourier1d(100)``): ``model`` is an MLP on signals of length
   100 (2 classes) and ``x`` a batch of them;
 - in blocks that use ``AgglomerativeCD(cnn)``, ``images`` and ``labels`` are two
-  10x10 images for ``cnn`` and their classes.
+  10x10 images for ``cnn`` and their classes;
+- in blocks that use ``LLMContextualDecomposition(llm, tokenizer)``: ``llm``, a 2-layer
+  Llama with random weights, and ``tokenizer``, a BPE tokenizer trained on SST's text.
 
 No block is skipped: a new block that names something else needs it added here.
 """
@@ -76,7 +78,22 @@ def preamble(block: str) -> dict:
         scope["x"] = torch.randn(3, 100)
     if "AgglomerativeCD(cnn)" in block:
         scope["images"], scope["labels"] = torch.randn(2, 1, 10, 10), torch.tensor([0, 2])
+    if "LLMContextualDecomposition(llm, tokenizer)" in block:
+        scope["llm"], scope["tokenizer"] = language_model()
     return scope
+
+
+def language_model():
+    """A 2-layer Llama with random weights and a BPE tokenizer trained on SST's text."""
+    import transformers
+
+    from experiments.language_model import bpe_tokenizer, sst_text
+
+    tokenizer = bpe_tokenizer(sst_text("train", 500), vocab_size=300)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
+    return transformers.LlamaForCausalLM(config).eval(), tokenizer
 
 
 BLOCKS = python_blocks()
@@ -116,6 +133,9 @@ def check_results(block: str, scope: dict, tmp_path) -> None:
     if "AdaptiveWavelet(" in block:
         assert (tmp_path / "wavelet.png").exists() and len(scope["history"]["total"]) >= 1
         assert scope["model"].predict(scope["X"][:3]).shape == (3,)
+    if "LLMContextualDecomposition(llm, tokenizer)" in block:
+        target = scope["tokenizer"].encode("playing golf, hiking, and cooking.", add_special_tokens=False)
+        assert scope["result"].token_attr.shape == (len(target), 3) and scope["result"].input_tokens == ["Dave", "Palm Coast", "golf"]
     if "CDEPRegularizer(model" in block:
         assert torch.isfinite(scope["loss"])
 

@@ -245,7 +245,8 @@ def test_llm_speed_quick(tmp_path):
         if "peak memory" in title:
             (row,) = rows
             forward, cd = number(row["forward (batch G + 1) MiB"]), number(row["CD MiB"])
-            assert forward > 0 and cd > 0 and abs(number(row["CD / forward"]) - cd / forward) <= 0.005 + 0.05 * (cd / forward) / min(forward, cd)
+            # (MiB rounded to 0.1: a quick model's CD may hold less than that)
+            assert forward > 0 and cd >= 0 and abs(number(row["CD / forward"]) - cd / forward) <= 0.005 + 0.05 * (1 + cd / forward) / forward
             continue
         cells = {(row["prompt"], row["target"]) for row in rows}
         assert {target for _, target in cells} == {"1", "4"}
@@ -259,3 +260,4 @@ def test_llm_speed_quick(tmp_path):
                 seconds, ratio = number(row["median ms"]), number(row["time / forward"])
                 rounding = 0.05 + (seconds / base) * (0.05 / base + 0.05 / seconds) * 1.01
                 assert seconds > 0 and abs(ratio - seconds / base) <= rounding, row
+

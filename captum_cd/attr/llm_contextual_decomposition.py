@@ -22,6 +22,7 @@ from torch import nn, Tensor
 from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import DEFAULT_GEN_ARGS, pretty_tokens
+from captum_cd.attr.causal_prefix import cache_argument, cache_before, PASS_OVERHEAD_ROWS, plan_chunks, prefix_cache
 from captum_cd.attr.contextual_decomposition import _decompose_at, check_model, layer_ran_message
 from captum_cd.attr.decomposition import current_context, Decomposition, DecompositionContext, decomposition_context
 from captum_cd.attr.errors import DecompositionError
@@ -111,6 +112,9 @@ class LLMContextualDecomposition(Attribution):
         if attr_target == "log_prob" and self._head is not None and self._head.bias is not None:
             self._head = None  # each logit's bias is split on its own: no mixed row stands for them
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._cache_argument = cache_argument(model)
+        # Decompose a causal model from each chunk's first token on (the prefix from the cache).
+        self.crop_prefix = True
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -279,16 +283,45 @@ class LLMContextualDecomposition(Attribution):
         return kwargs, sequence.shape[1]
 
     def _relevant(self, prompt, target_ids, masks, per_pass, show_progress) -> Tuple[Tensor, Tensor]:
-        """Every feature's relevant part of every target score ``(F, T)``, and the scores."""
+        """Every feature's relevant part of every target score ``(F, T)``, and the scores.
+        Features without tokens score 0 and are not decomposed; the others go through
+        passes of chunks of features, each from its features' first token on
+        (:mod:`~captum_cd.attr.causal_prefix`) where the model is causal and has a cache."""
         kwargs, length = self._model_inputs(prompt, target_ids)
-        masks = F.pad(masks, (0, length - masks.shape[1]))[..., None]  # (F, length, 1) over (1, length, E)
-        per_pass = per_pass or max(1, TOKENS_PER_PASS // length)
-        starts = range(0, masks.shape[0], per_pass)
-        relevant, full = [], None
-        for start in tqdm(starts, desc=f"{self.get_name()} attribution", disable=not show_progress):
-            rel, full = self._pass(kwargs, masks[start : start + per_pass], target_ids)
-            relevant.append(rel)
-        return torch.cat(relevant), full
+        masks = F.pad(masks, (0, length - masks.shape[1]))  # (F, length): the target's positions in no feature
+        filled = masks.any(1).nonzero()[:, 0].tolist()
+        starts = masks.to(torch.uint8).argmax(1).tolist()  # each feature's first token
+        largest = per_pass or max(1, TOKENS_PER_PASS // length)
+        chunks, cache = self._chunks([starts[f] for f in filled], length, largest, kwargs)
+        parts = []
+        for members, start in tqdm(chunks, desc=f"{self.get_name()} attribution", disable=not show_progress):
+            features = [filled[i] for i in members] or [0]  # (no feature has a token: one empty group for the scores)
+            chunk_masks = masks[features, start:, None] & bool(members)  # (g, length - start, 1) over (1, ., E)
+            here = kwargs if start == 0 else self._suffix_inputs(kwargs, start, cache)
+            rel, full = self._pass(here, chunk_masks, target_ids)
+            parts.append((features, rel * bool(members)))
+        relevant = full.new_zeros(masks.shape[0], target_ids.numel())
+        for features, rel in parts:
+            relevant[features] = rel
+        return relevant, full
+
+    def _chunks(self, starts: List[int], length: int, largest: int, kwargs) -> Tuple[List[Tuple[List[int], int]], Any]:
+        """The passes (the features of each and the position it starts at) and the cache of
+        the prefix they need, or passes over the whole sequence where that is cheaper or
+        the model has no cache to give a prefix in."""
+        whole = [(list(range(i, min(i + largest, len(starts)))), 0) for i in range(0, len(starts), largest)] or [([], 0)]
+        if self.encoder_decoder or self._cache_argument is None or not starts or not self.crop_prefix:
+            return whole, None
+        cropped = plan_chunks(starts, length, largest)
+        last = max(start for _, start in cropped)
+        if last == 0 or _rows(cropped, length) + last >= _rows(whole, length):  # (the prefix's ordinary pass: ~last rows)
+            return whole, None
+        cache = prefix_cache(self.model, kwargs["input_ids"][:, :last], length)
+        return (cropped, cache) if cache is not None else (whole, None)
+
+    def _suffix_inputs(self, kwargs: Dict[str, Any], start: int, cache: Any) -> Dict[str, Any]:
+        """The call over the positions from ``start`` on, the ones before in the cache."""
+        return {**kwargs, "input_ids": kwargs["input_ids"][:, start:], self._cache_argument: cache_before(cache, start), "use_cache": True}
 
     def _pass(self, kwargs, masks, target_ids) -> Tuple[Tensor, Tensor]:
         """One decomposition pass for a chunk of features: ``(rel (G, T), scores (T,))``."""
@@ -323,6 +356,11 @@ class LLMContextualDecomposition(Attribution):
         if probabilities is not None:
             full_logits = full_logits.log_softmax(-1)
         return score.rel[:, 0], full_logits[positions, target_ids]
+
+
+def _rows(chunks: List[Tuple[List[int], int]], length: int) -> int:
+    """Rows decomposed by the passes ``chunks`` (with each pass's overhead): plan_chunks' cost."""
+    return sum((len(members) + PASS_OVERHEAD_ROWS) * (length - start) for members, start in chunks)
 
 
 def _logits(out: Any) -> Tensor:
