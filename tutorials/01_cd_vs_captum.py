@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from captum.attr import DeepLift, FeatureAblation, GradientShap, IntegratedGradients
 from captum.metrics import infidelity, sensitivity_max
 from IPython.display import display
+from matplotlib.colors import LinearSegmentedColormap
 from torch import nn
 
 from captum_cd import ContextualDecomposition, grid_ids, ids_to_masks
@@ -132,6 +133,9 @@ for name, (method, kwargs) in methods.items():
     pixel_attr[name], pixel_seconds[name] = timed(lambda: method.attribute(images, target=target, **kwargs))
 
 
+CAPTUM_COLOURS = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])  # captum.attr.visualization's
+
+
 def compare(attributions, title, path, rows=3):
     names = list(attributions)
     fig, axes = plt.subplots(rows, len(names) + 1, figsize=(1.8 * (len(names) + 1), 1.9 * rows))
@@ -141,7 +145,7 @@ def compare(attributions, title, path, rows=3):
         for j, name in enumerate(names, start=1):
             a = attributions[name][i, 0]
             limit = a.abs().max().item() or 1.0
-            axes[i, j].imshow(a, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes[i, j].imshow(a, cmap=CAPTUM_COLOURS, vmin=-limit, vmax=limit)
             axes[i, j].set_title(name, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
@@ -150,7 +154,7 @@ def compare(attributions, title, path, rows=3):
     show(fig, path, dpi=90)
 
 
-compare(pixel_attr, "Single pixels (red: for the predicted class)", os.path.join(OUT, "tutorial01_pixels.png"))
+compare(pixel_attr, "Single pixels (green: for the predicted class, red: against; each panel on its own scale)", os.path.join(OUT, "tutorial01_pixels.png"))
 
 # %% [markdown]
 # ## 2. Groups: 2x2 blocks
@@ -175,7 +179,7 @@ for name, (method, kwargs) in methods.items():
     else:  # a gradient method's group score is the sum of its pixel scores
         group_attr[name], group_seconds[name] = block_sums(pixel_attr[name]), pixel_seconds[name]
 
-compare(group_attr, "2x2 blocks (red: for the predicted class)", os.path.join(OUT, "tutorial01_groups.png"))
+compare(group_attr, "2x2 blocks (green: for the predicted class, red: against; each panel on its own scale)", os.path.join(OUT, "tutorial01_groups.png"))
 
 # %% [markdown]
 # ## 3. What a group score has that a sum does not: interactions
