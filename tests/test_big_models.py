@@ -88,6 +88,28 @@ def test_reentrant_checkpointing_is_refused_naming_the_fix(one_thread):
     torch.testing.assert_close(rel, expected, rtol=0, atol=0)
 
 
+def test_an_autograd_function_given_a_decomposed_value_is_refused(one_thread):
+    class ReverseGradient(torch.autograd.Function):  # domain adaptation's identity with a backward of its own
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return -grad
+
+    class Adversarial(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.b(ReverseGradient.apply(F.relu(self.a(x))))
+
+    with pytest.raises(DecompositionError, match=r"torch\.autograd\.Function \(ReverseGradientBackward\).*register_rule"):
+        ContextualDecomposition(Adversarial()).decompose(torch.randn(3, 6), torch.eye(6)[:2])
+
+
 def test_module_rules_inside_a_recomputation_are_refused(one_thread):
     from captum_cd.attr.rules import relu_form
 
