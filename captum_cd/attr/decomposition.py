@@ -329,7 +329,7 @@ def pending_decomposition(
     ``window`` with ``background`` outside them, if given). A windowed value stays
     windowed: the step runs on its boxes and on its background.
     """
-    step, context = owned(step), tuple(owned(c) for c in context)
+    step, context = owned(step), tuple(map(owned, context))
     if isinstance(base, Decomposition):
         window, background = base._window, base._background
     if window is not None and (full.shape[-2:] != window.map_size or _binds_map_tensor(step)):
@@ -354,10 +354,8 @@ def owned(value: Any) -> Any:
     """
     if isinstance(value, Tensor):
         return value.clone() if isinstance(value, torch.nn.Parameter) or isinstance(value._base, torch.nn.Parameter) else value
-    if isinstance(value, functools.partial):
-        args, keywords = tuple(map(owned, value.args)), {k: owned(v) for k, v in value.keywords.items()}
-        if any(a is not b for a, b in zip(args, value.args)) or any(keywords[k] is not v for k, v in value.keywords.items()):
-            return functools.partial(value.func, *args, **keywords)
+    if isinstance(value, functools.partial) and any(isinstance(v, (Tensor, functools.partial)) for v in (*value.args, *value.keywords.values())):
+        return functools.partial(value.func, *map(owned, value.args), **{k: owned(v) for k, v in value.keywords.items()})
     return value
 
 
