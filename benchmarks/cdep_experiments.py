@@ -100,7 +100,7 @@ class Protocol:
 
 FULL = {  # grids in the order they run (the most telling weight first); epochs: see FULL_EPOCHS
     "decoy": Protocol(batch=64, weight_decay=1e-4, epochs=5, patience=2, hidden=256,
-                      grids={"CDEP": (100.0, 1000.0, 10.0), "RRR": (1000.0, 10.0), "Expected Gradients": (100.0,)}),
+                      grids={"CDEP": (100.0, 1000.0, 10000.0, 10.0), "RRR": (1000.0, 10.0), "Expected Gradients": (100.0,)}),
     "colour": Protocol(batch=256, weight_decay=1e-3, epochs=1, patience=None, hidden=500,
                        grids={"CDEP": (1000.0, 5000.0, 500.0), "RRR": (100.0,), "Expected Gradients": (100.0,)}),
     "SST": Protocol(batch=64, weight_decay=0.0, epochs=20, patience=5, grids={m: (100.0, 700.0) for m in SST_METHODS}),
