@@ -58,6 +58,8 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_param = False  # types as Captum writes them ("int, optional"), not cross-references
 napoleon_use_rtype = False
+# "Returns:" as Captum writes it ("*Tensor* of **attributions**: ..."), a paragraph, not "type: text"
+napoleon_custom_sections = ["Returns"]
 
 # A broken cross-reference to this package fails the build; names of other packages
 # (torch, Captum, NumPy, scikit-learn) are not resolved: there is no network for intersphinx.

@@ -152,6 +152,7 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
 
         Returns:
             2-element tuple of **relevant**, **irrelevant**:
+
             - **relevant** (*Tensor*): the contribution of each group, shape
               ``(G, B, *output_shape)``.
             - **irrelevant** (*Tensor*): everything else, same shape;
