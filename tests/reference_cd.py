@@ -34,28 +34,34 @@ def gather_loops(t, indices):
     return out
 
 
+def layer_step(layer: nn.Module, beta: torch.Tensor, gamma: torch.Tensor, z: torch.Tensor):
+    """(beta, gamma) after ``layer``; ``z`` is the ordinary activation it receives (max
+    pooling takes its winners from it, so ties break alike)."""
+    if isinstance(layer, AFFINE + BATCHNORM):
+        bias = layer(torch.zeros_like(beta))
+        return split_bias(layer(beta) - bias, layer(gamma) - bias, bias)
+    if isinstance(layer, RELU_FORM):
+        relevant = layer(beta.clone())  # (a copy: an in-place ReLU must not change beta)
+        return relevant, layer(beta + gamma) - relevant
+    if isinstance(layer, SHAPLEY_FORM):
+        f, f0 = layer, layer(torch.zeros((), dtype=beta.dtype))
+        both = f(beta + gamma)
+        return 0.5 * (f(beta) - f0 + both - f(gamma)), 0.5 * (f(gamma) - f0 + both - f(beta)) + f0
+    if isinstance(layer, MAXPOOL):
+        pool = type(layer)(layer.kernel_size, layer.stride, layer.padding, layer.dilation, return_indices=True, ceil_mode=layer.ceil_mode)
+        _, indices = pool(z)
+        return gather_loops(beta, indices), gather_loops(gamma, indices)
+    if isinstance(layer, LINEAR):
+        return layer(beta), layer(gamma)
+    raise NotImplementedError(type(layer).__name__)
+
+
 def reference_cd(model: nn.Sequential, x: torch.Tensor, mask: torch.Tensor, grad: bool = False):
     """(beta, gamma) at the output for one group ``mask`` (broadcast against ``x``)."""
     beta, gamma = mask * x, (1 - mask) * x
     z = x  # the ordinary activation: max pooling takes its winners from it (ties break alike)
     with torch.set_grad_enabled(grad):
         for layer in model:
-            if isinstance(layer, AFFINE + BATCHNORM):
-                bias = layer(torch.zeros_like(beta))
-                beta, gamma = split_bias(layer(beta) - bias, layer(gamma) - bias, bias)
-            elif isinstance(layer, RELU_FORM):
-                beta, gamma = layer(beta), layer(beta + gamma) - layer(beta)
-            elif isinstance(layer, SHAPLEY_FORM):
-                f, f0 = layer, layer(torch.zeros((), dtype=beta.dtype))
-                both = f(beta + gamma)
-                beta, gamma = (0.5 * (f(beta) - f0 + both - f(gamma)), 0.5 * (f(gamma) - f0 + both - f(beta)) + f0)
-            elif isinstance(layer, MAXPOOL):
-                pool = type(layer)(layer.kernel_size, layer.stride, layer.padding, layer.dilation, return_indices=True, ceil_mode=layer.ceil_mode)
-                _, indices = pool(z)
-                beta, gamma = gather_loops(beta, indices), gather_loops(gamma, indices)
-            elif isinstance(layer, LINEAR):
-                beta, gamma = layer(beta), layer(gamma)
-            else:
-                raise NotImplementedError(type(layer).__name__)
+            beta, gamma = layer_step(layer, beta, gamma, z)
             z = layer(z)
     return beta, gamma

@@ -32,9 +32,12 @@ def test_target_out_of_range(cd, target):
         cd.attribute(X, target=target)
 
 
-def test_output_must_be_one_number_per_example_without_target(cd):
-    with pytest.raises(ValueError, match="one number per example with target"):
-        cd.attribute(X)
+def test_groups_per_example_need_an_output_per_example():
+    # A sum over the batch has one row for all examples: groups that differ between
+    # examples have no row of their own to be scored in.
+    cd = ContextualDecomposition(lambda x: x.sum())
+    with pytest.raises(ValueError, match="give a mask with first dimension 1"):
+        cd.attribute(torch.randn(2, 3), feature_mask=torch.tensor([[0, 0, 1], [1, 1, 0]]))
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -25,9 +25,23 @@ def test_captum_metadata():
     assert cd.get_name() == "Contextual Decomposition"
     assert cd.has_convergence_delta() is True
     assert cd.multiplies_by_inputs is True
-    with pytest.raises(NotImplementedError):
-        cd.attribute_future()
     assert hasattr(cd.attribute, "__wrapped__")  # log_usage, which NoiseTunnel relies on
+
+
+def test_attribute_future_waits_for_the_forwards_future(setup):
+    model, x = setup
+
+    def forward_future(images):  # a forward that hands its output back as a Future
+        result = torch.futures.Future()
+        result.set_result(model(images))
+        return result
+
+    future = ContextualDecomposition(forward_future).attribute_future(x, target=1)
+    torch.testing.assert_close(future.wait(), ContextualDecomposition(model).attribute(x, target=1))
+    with pytest.raises(TypeError, match="returns a torch.futures.Future"):
+        ContextualDecomposition(model).attribute_future(x, target=1)
+    with pytest.raises(RuntimeError, match="attribute_future"):
+        ContextualDecomposition(forward_future).attribute(x, target=1)
 
 
 @pytest.mark.parametrize(
@@ -240,7 +254,9 @@ def test_show_progress_draws_a_bar(setup, capsys):
     cd = ContextualDecomposition(model)
     attr = cd.attribute(x, target=1, perturbations_per_eval=16, show_progress=True)
     err = capsys.readouterr().err
-    assert "Contextual Decomposition attribution" in err and "4/4" in err
+    # 64 groups, 16 a pass over 4 examples: the first pass over the whole batch, then one
+    # pass of the other 48 groups for each example
+    assert "Contextual Decomposition attribution" in err and "100%" in err and "5/5" in err
     torch.testing.assert_close(attr, cd.attribute(x, target=1))
     cd.attribute(x, target=1)
     assert capsys.readouterr().err == ""

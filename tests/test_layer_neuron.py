@@ -151,3 +151,20 @@ def test_neuron_leaves_the_model_alone_and_stops_at_the_layer():
     assert not model.training
     with pytest.raises(ValueError, match="did not run"):
         NeuronContextualDecomposition(model, nn.ReLU()).attribute(torch.randn(2, 3), 0)
+
+
+def test_a_layer_input_that_cannot_be_decomposed_is_named():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.fc = nn.Embedding(10, 4), nn.Linear(4, 2)
+
+        def forward(self, ids):
+            return self.fc(self.embed(ids).mean(1))
+
+    net, ids = Tokens().eval(), torch.randint(0, 10, (2, 5))
+    lcd = LayerContextualDecomposition(net, net.embed)
+    with pytest.raises(RuntimeError, match="positional input 0 is a torch.int64 tensor"):
+        lcd.attribute(ids, target=0, attribute_to_layer_input=True)
+    assert lcd.attribute(ids, target=0).shape == (2, 5, 4)  # its output can
+    assert not net.embed._forward_hooks and not net.embed._forward_pre_hooks

@@ -117,11 +117,20 @@ def test_max_returns_torchs_indices_and_amax_over_several_dimensions():
     assert torch.equal(seen["indices"], x.argmax(2))
 
 
-@pytest.mark.parametrize("call", [lambda h: h.max(), lambda h: torch.max(h, h * 0.5), lambda h: torch.amin(h)])
-def test_a_global_or_elementwise_max_is_refused(call):
+@pytest.mark.parametrize("call, pick", [(lambda h: h.max(), torch.argmax), (lambda h: torch.amin(h), torch.argmin), (torch.min, torch.argmin)])
+def test_a_max_over_the_whole_tensor_gathers_both_parts_at_the_winner(call, pick):
+    x = torch.randn(3, 4, dtype=DT)
+    masks = (torch.rand(5, 3, 4, generator=torch.Generator().manual_seed(1)) > 0.5).to(DT)  # per example
+    rel, irrel = ContextualDecomposition(Lambda(lambda h: call(h).reshape(1))).decompose(x, masks)
+    winner = pick(x)  # the whole batch's extreme element, where both parts are read
+    torch.testing.assert_close(rel[:, 0], (masks * x).flatten(1)[:, winner])
+    torch.testing.assert_close((rel + irrel)[:, 0], x.flatten()[winner].expand(5))
+
+
+def test_an_elementwise_max_of_two_values_is_refused():
     x = torch.randn(2, 4, dtype=DT)
-    with pytest.raises(DecompositionError, match="needs a dimension"):
-        ContextualDecomposition(Lambda(lambda h: call(h).reshape(-1)[:1].expand(2))).decompose(x, torch.ones(1, 4, dtype=DT))
+    with pytest.raises(DecompositionError, match="of two tensors"):
+        ContextualDecomposition(Lambda(lambda h: torch.max(h, h * 0.5))).decompose(x, torch.ones(1, 4, dtype=DT))
 
 
 def test_gradcheck_through_overlapping_max_pool_with_pending_steps():

@@ -1,5 +1,6 @@
 """Paths taken for speed give the numbers of the plain path: attribute's passes of whole
-examples (the ordinary pass runs once per example however many passes the groups need)."""
+examples (after a first pass over the whole batch, the ordinary pass runs once per example
+however many passes the groups need), taken only where the output has a row per example."""
 
 import pytest
 import torch
@@ -46,14 +47,39 @@ def test_the_ordinary_pass_runs_once_per_example(setup):
     rows = []
     handle = model[0].register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
     try:
-        # 16 groups, at most 2 x 6 rows a pass: several passes, each of whole examples
+        # 16 groups, at most 2 x 6 rows a pass: the first pass holds 2 groups of the whole
+        # batch (it shows the output has a row per example), the other 14 go in passes of
+        # whole examples
         ContextualDecomposition(model).attribute(x, target=torch.arange(6), feature_mask=grid_ids(28, 28, 7), perturbations_per_eval=2)
     finally:
         handle.remove()
-    assert len(rows) > 1 and sum(rows) == 6 * -(-16 // 12)  # 12 groups fit a pass: 2 passes an example
+    # 12 groups fit a pass: 2 passes an example, where chunks of 2 groups over the whole
+    # batch would repeat the ordinary pass 7 times
+    assert rows == [6] + [1, 1] * 6
 
 
 def test_a_per_example_target_of_the_wrong_length_is_refused_when_examples_are_split(setup):
     model, x = setup
     with pytest.raises(ValueError, match="one entry per example"):
         ContextualDecomposition(model).attribute(x, target=[0, 1, 2], feature_mask=grid_ids(28, 28, 7), perturbations_per_eval=1)
+
+
+@pytest.mark.parametrize(
+    "statistic",
+    [
+        lambda out: out.sum(0, keepdim=True),  # one row for the whole batch
+        lambda out: out - out.mean(0, keepdim=True),  # a row per example, but not its own
+    ],
+    ids=["row for the batch", "rows that depend on the batch"],
+)
+def test_an_output_that_is_a_statistic_of_the_batch_is_never_split_into_examples(setup, statistic):
+    model, x = setup
+    forward = lambda images: statistic(model(images))  # noqa: E731
+    ids = grid_ids(28, 28, 7)  # 16 groups
+    cd = ContextualDecomposition(forward)
+    one_pass = cd.attribute(x, target=0, feature_mask=ids)  # every group at once, over the whole batch
+    several = cd.attribute(x, target=0, feature_mask=ids, perturbations_per_eval=2)  # 2 groups a pass
+    torch.testing.assert_close(several, one_pass, rtol=1e-9, atol=1e-12)
+    # by hand: each pixel gets its group's relevant part, decomposed over the whole batch
+    rel, _ = cd.decompose(x, (ids == torch.arange(16).view(16, 1, 1, 1)).double())  # (16, rows, 10)
+    torch.testing.assert_close(one_pass[:, 0], rel[ids[0, 0], :, 0].permute(2, 0, 1), rtol=1e-9, atol=1e-12)

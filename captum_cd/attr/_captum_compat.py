@@ -25,8 +25,9 @@ class DecompositionAttribution:
     r"""Captum's metadata for ContextualDecomposition, LayerContextualDecomposition and
     NeuronContextualDecomposition, mixed in before Captum's base class: the scores are
     contributions to the output (multiplied by the inputs, like DeepLift's); relevant +
-    irrelevant = output is checkable, so there is a convergence delta; and there is no
-    asynchronous ``attribute_future``."""
+    irrelevant = output is checkable, so there is a convergence delta; and the layer and
+    neuron classes have no ``attribute_future`` (nor have Captum's LayerFeatureAblation and
+    NeuronFeatureAblation); ContextualDecomposition has its own."""
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -35,11 +36,15 @@ class DecompositionAttribution:
     def has_convergence_delta(self) -> bool:
         return True
 
-    def attribute_future(self) -> None:
+    def attribute_future(self, *args: object, **kwargs: object) -> None:
         r"""
-        This method is not implemented for the contextual decomposition classes.
+        Not implemented for the layer and neuron classes, as for Captum's layer and neuron
+        ablation; :meth:`ContextualDecomposition.attribute_future` is.
         """
-        raise NotImplementedError(f"attribute_future is not implemented for {type(self).__name__}")
+        raise NotImplementedError(
+            f"attribute_future is not implemented for {type(self).__name__} (nor for Captum's layer and "
+            "neuron ablation); ContextualDecomposition.attribute_future is."
+        )
 
 
 # Captum's LLM API: its default generation arguments and how it names output tokens.

@@ -4,12 +4,14 @@
 context and module rules installed. Groups, masks and targets are :mod:`captum_cd.attr.groups`."""
 
 import contextlib
-from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+import copy
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn, Tensor
+from torch.futures import Future
 from tqdm.auto import tqdm
 
 from captum_cd.attr._captum_compat import (
@@ -38,9 +40,11 @@ from captum_cd.attr.groups import (
     largest_over_groups,
     masks_for_examples,
     one_hot_groups,
+    output_scores,
     passes,
     relevant_parts,
     rows_per_pass,
+    same_rows,
     target_for_examples,
     target_scores,
 )
@@ -121,8 +125,10 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         self.rules = dict(rules or {})
         self.module_rules = dict(module_rules or {})
         self.stop_at_softmax = stop_at_softmax
-        # LayerContextualDecomposition(attribute_to_layer_input=True) starts at the layer's input.
+        # LayerContextualDecomposition(attribute_to_layer_input=True) starts at the layer's inputs.
         self._at_layer_input = False
+        # Set on the copy attribute_future runs: the forward returns a Future of its output.
+        self._awaits_future = False
 
     # ------------------------------------------------------------------ decompose
 
@@ -220,13 +226,24 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
                         out = self.forward_func(*inputs, *args)
                     if calls != [1]:
                         raise DecompositionError(layer_ran_message(model, self.layer, calls[0]))
-            out = context.model_output(out)
+            out = context.model_output(self._awaited(out))
         finally:
             context.close()
         if torch.is_grad_enabled():
             with torch._C.DisableTorchFunctionSubclass():
                 check_history((out,), {}, context)
         return out
+
+    def _awaited(self, out: Any) -> Any:
+        """The forward's output; under :meth:`attribute_future`, the value of its Future."""
+        if not self._awaits_future:
+            return out
+        if not isinstance(out, torch.futures.Future):
+            raise TypeError(
+                "attribute_future needs a forward_func that returns a torch.futures.Future of its "
+                f"output (as Captum's does); this one returned a {type(out).__name__}: call attribute."
+            )
+        return out.wait()
 
     # ------------------------------------------------------------------ attribute
 
@@ -241,6 +258,7 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
         return_convergence_delta: bool = False,
+        enable_cross_tensor_attribution: bool = True,
     ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
         r"""
         Each feature receives the CD score of its group: the relevant part of the
@@ -262,8 +280,13 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
             target (int, tuple, Tensor, or list, optional): Output indices for which
                         the scores are returned, in any of Captum's forms: an int or
                         tuple for every example, or a tensor or list with one entry
-                        per example. The selected output must be one number per
-                        example. Default: None (the output is one number per example)
+                        per example. As in FeatureAblation, every element of the
+                        selected output gets a row of attributions: one number per
+                        example gives attributions shaped like the inputs; a scalar
+                        or a row for the whole batch (a loss, a metric: a sum over the
+                        batch is linear, so CD decomposes it), or several outputs per
+                        example, give one row per element (the groups then span the
+                        batch). Default: None (the whole output)
             additional_forward_args (Any, optional): Further arguments of the model,
                         not decomposed. Default: None
             feature_mask (Tensor or tuple[Tensor, ...], optional): Integer group ids,
@@ -282,17 +305,24 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
                         keep groups times batch size at most 1024)
             show_progress (bool, optional): Show a tqdm progress bar over the
                         batched passes. Default: False
-            return_convergence_delta (bool, optional): Also return, per example,
-                        ``relevant + irrelevant - output`` at the target, the group
-                        with the largest deviation (see
+            return_convergence_delta (bool, optional): Also return, per row of the
+                        attributions, ``relevant + irrelevant - output`` at the
+                        target, the group with the largest deviation (see
                         :meth:`compute_convergence_delta`); CD is exact, so it is 0
                         up to rounding. Default: False
+            enable_cross_tensor_attribution (bool, optional): Whether an id of
+                        ``feature_mask`` names one group across all the inputs (as
+                        Captum 0.9's FeatureAblation always does) or, if False, a
+                        group of its own input only (the meaning of False in
+                        earlier Captum releases). Default: True
 
         Returns:
             *Tensor* or *tuple[Tensor, ...]* of **attributions** shaped like
-            ``inputs`` (like the layer's output with ``layer``), or with
-            ``return_convergence_delta`` a 2-element tuple of **attributions** and
-            **delta** (*Tensor* of shape ``(B,)``).
+            ``inputs`` (like the layer's output with ``layer``; with a first
+            dimension of the selected output's size for an output that is not one
+            number per example), or with ``return_convergence_delta`` a 2-element
+            tuple of **attributions** and **delta** (*Tensor* with one entry per row
+            of the attributions).
 
         Examples::
 
@@ -307,41 +337,117 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         inputs = _format_tensor_into_tuples(inputs)
         shapes = self._feature_shapes(inputs, additional_forward_args)
         batch = inputs[0].shape[0]
-        device = inputs[0].device
         if feature_mask is None:
-            n_groups, group_masks, assign = one_hot_groups(shapes, batch, device)
+            n_groups, group_masks, assign = one_hot_groups(shapes, batch, inputs[0].device)
         else:
-            ids = tuple(m.to(device) for m in _format_tensor_into_tuples(feature_mask))
-            n_groups, group_masks, assign = groups_from_ids(ids, shapes, batch)
-        per_pass = rows_per_pass(perturbations_per_eval, batch)
-        group_starts, example_slices = passes(n_groups, per_pass, batch, additional_forward_args is None)
-        scores, deltas = [], []
-        total = len(group_starts) * len(example_slices)
-        bar = tqdm(total=total, desc=f"{self.get_name()} attribution", disable=not show_progress)
+            ids = tuple(m.to(inputs[0].device) for m in _format_tensor_into_tuples(feature_mask))
+            n_groups, group_masks, assign = groups_from_ids(ids, shapes, batch, enable_cross_tensor_attribution)
+        # Whole examples may go through a pass alone only where every input follows the batch.
+        splittable = additional_forward_args is None and all(x.shape[0] == batch for x in inputs)
+        bar = tqdm(desc=f"{self.get_name()} attribution", disable=not show_progress)
         with torch.no_grad(), bar:
-            wanted = return_convergence_delta and not self.stop_at_softmax
-            reference = self._reference_output(inputs, additional_forward_args) if wanted else None
-            for examples in example_slices:
-                # Whole examples per pass: the ordinary pass runs once per example, however
-                # many passes the groups need.
-                part = inputs if examples is None else tuple(x[examples] for x in inputs)
-                part_target = target_for_examples(target, examples, batch)
-                part_reference = None if reference is None or examples is None else reference[examples]
-                for start in group_starts:
-                    masks = masks_for_examples(group_masks(start, min(start + group_starts.step, n_groups)), shapes, examples)
-                    out = self.forward_decomposition(part, masks, additional_forward_args)
-                    scores.append(target_scores(out.rel, out.full, part_target))
-                    if return_convergence_delta:
-                        reference_here = reference if examples is None else part_reference
-                        deltas.append(self._deviation(out.rel, out.full - out.rel, out.full, reference_here, part_target))
-                    bar.update()
-        rows = len(group_starts)
-        stitched = torch.cat([torch.cat(scores[i : i + rows], dim=0) for i in range(0, len(scores), rows)], dim=1)
-        attributions = _format_output(is_tuple, assign(stitched))
+            reference = None
+            if return_convergence_delta and not self.stop_at_softmax:
+                reference = self._reference_output(inputs, additional_forward_args)
+            scores, deltas = self._group_scores(
+                inputs, target, additional_forward_args, (n_groups, group_masks, shapes),
+                rows_per_pass(perturbations_per_eval, batch), splittable, return_convergence_delta, reference, bar,
+            )  # fmt: skip
+        if self.layer is not None:  # shaped like the layer's value: a tensor, or a tuple of several
+            is_tuple = len(shapes) > 1
+        attributions = _format_output(is_tuple, assign(scores))
         if return_convergence_delta:
-            delta = torch.cat([torch.cat(deltas[i : i + rows], dim=0) for i in range(0, len(deltas), rows)], dim=1)
-            return attributions, largest_over_groups(delta)
+            return attributions, largest_over_groups(deltas)
         return attributions
+
+    def _group_scores(self, inputs, target, args, groups, per_pass, splittable, with_delta, reference, bar):
+        """The scores ``(G, n)`` of all groups (and with ``with_delta`` their deviations), in
+        batched passes. The first pass holds the whole batch. Where its output has one
+        number per example, the other groups may go through in passes of whole examples,
+        so an example's ordinary pass runs once however many passes its groups need; each
+        such pass is checked against the whole batch's output, and if its rows differ (the
+        output was a statistic of the batch after all), the groups go over the whole batch."""
+        n_groups, group_masks, shapes = groups
+        batch = inputs[0].shape[0]
+
+        def run(start, stop, examples):
+            rows = slice(None) if examples is None else examples
+            part = inputs if examples is None else tuple(x[examples] for x in inputs)
+            masks = masks_for_examples(group_masks(start, stop), shapes, examples)
+            out = self.forward_decomposition(part, masks, args)
+            part_target = target_for_examples(target, examples, batch)
+            scores = output_scores(out.rel, out.full, part_target)
+            delta = None
+            if with_delta:
+                deviation, output = self._deviation(out.rel, out.full - out.rel, out.full, None if reference is None else reference[rows])
+                delta = output_scores(deviation, output, part_target)
+            bar.update()
+            return out.full, scores, delta
+
+        first = min(per_pass, n_groups)
+        whole, scores, delta = run(0, first, None)
+        all_scores = scores.new_empty(n_groups, scores.shape[1])
+        all_deltas = delta.new_empty(all_scores.shape) if with_delta else None
+
+        def fill(start, stop, rows, scores, delta):
+            all_scores[start:stop, rows] = scores
+            if with_delta:
+                all_deltas[start:stop, rows] = delta
+
+        def follow(plan) -> bool:
+            """Runs ``plan``; False where examples alone give other rows than in the whole batch."""
+            bar.total = bar.n + len(plan)
+            bar.refresh()
+            for start, stop, examples in plan:
+                full, scores, delta = run(start, stop, examples)
+                if examples is not None and not same_rows(full, whole[examples]):
+                    return False
+                fill(start, stop, slice(None) if examples is None else examples, scores, delta)
+            return True
+
+        fill(0, first, slice(None), scores, delta)
+        split = splittable and whole.ndim > 0 and whole.shape[0] == batch and scores.shape[1] == batch
+        if not follow(passes(first, n_groups, per_pass, batch, split)):
+            follow(passes(first, n_groups, per_pass, batch, False))  # the output is a statistic of the batch
+        return all_scores, all_deltas
+
+    @log_usage()
+    def attribute_future(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: None = None,
+        target: TargetType = None,
+        additional_forward_args: Optional[object] = None,
+        feature_mask: Union[None, Tensor, Tuple[Tensor, ...]] = None,
+        perturbations_per_eval: Optional[int] = None,
+        show_progress: bool = False,
+        enable_cross_tensor_attribution: bool = True,
+    ) -> Future:
+        r"""
+        :meth:`attribute` for a ``forward_func`` that returns a ``torch.futures.Future``
+        of its output, with the arguments of Captum's
+        ``FeatureAblation.attribute_future``. CD follows the forward's own computation,
+        so each Future is waited for where the forward returns it, and its value must be
+        computed from the decomposed inputs in this process (a forward that runs the model
+        elsewhere, over RPC, returns values CD cannot follow, and the call says so).
+
+        Returns:
+            *Future* of the **attributions** :meth:`attribute` returns, completed.
+
+        Examples::
+
+            >>> cd = ContextualDecomposition(net_returning_a_future)
+            >>> attr = cd.attribute_future(images, target=labels).wait()
+        """
+        awaiting = copy.copy(self)  # the flag on a copy: other calls on self are unaffected
+        awaiting._awaits_future = True
+        attributions = awaiting.attribute(
+            inputs, baselines, target, additional_forward_args, feature_mask, perturbations_per_eval, show_progress,
+            enable_cross_tensor_attribution=enable_cross_tensor_attribution,
+        )  # fmt: skip
+        result: Future = Future()
+        result.set_result(attributions)
+        return result
 
     def compute_convergence_delta(
         self,
@@ -383,25 +489,28 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         with torch.no_grad():
             full = relevant + irrelevant
             reference = None if self.stop_at_softmax else self._reference_output(inputs, additional_forward_args)
-            return largest_over_groups(self._deviation(relevant, irrelevant, full[0], reference, target))
+            deviation, output = self._deviation(relevant, irrelevant, full[0], reference)
+            if target is None and deviation.shape[2:].numel() != 1:  # the largest over the output
+                per_example = deviation.flatten(2).gather(2, deviation.flatten(2).abs().argmax(2, keepdim=True))[..., 0]
+            else:
+                per_example = target_scores(deviation, output, target)
+            return largest_over_groups(per_example)
 
     def _reference_output(self, inputs: Tuple[Tensor, ...], additional_forward_args) -> Tensor:
         """The model's ordinary output, computed without any decomposition."""
         args = _format_additional_forward_args(additional_forward_args) or ()
-        return self.forward_func(*inputs, *args)
+        return self._awaited(self.forward_func(*inputs, *args))
 
-    def _deviation(self, relevant: Tensor, irrelevant: Tensor, full: Tensor, reference, target) -> Tensor:
-        """``relevant + irrelevant - output`` at the target, shape ``(G, B)``."""
+    def _deviation(self, relevant: Tensor, irrelevant: Tensor, full: Tensor, reference) -> Tuple[Tensor, Tensor]:
+        """``relevant + irrelevant - output``, shape ``(G, *output_shape)``, and the output
+        it is measured against."""
         output = full if reference is None or self.stop_at_softmax else reference
         if output.shape != relevant.shape[1:]:
             raise ValueError(
                 f"relevant parts of shape {tuple(relevant.shape)} do not fit the model's output of "
                 f"shape {tuple(output.shape)}; expected (G, *{tuple(output.shape)})."
             )
-        deviation = relevant + irrelevant - output.unsqueeze(0)
-        if target is None and deviation.shape[2:].numel() != 1:
-            return deviation.flatten(2).gather(2, deviation.flatten(2).abs().argmax(2, keepdim=True))[..., 0]
-        return target_scores(deviation, output, target)
+        return relevant + irrelevant - output.unsqueeze(0), output
 
     def interactions(
         self,
@@ -453,20 +562,20 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         # The hooks record only this pass: other threads may run the model meanwhile.
         context = DecompositionContext(model=self.forward_func, collects=False)
 
-        def record(shape: Optional[torch.Size]) -> None:
-            if current_context() is context:
-                shapes.append(shape)
+        def record(module: nn.Module, value: Any) -> None:
+            if current_context() is context and not shapes:
+                shapes.extend(x.shape for x in layer_values(module, value, self._at_layer_input))
 
-        if getattr(self, "_at_layer_input", False):
-            hook = self.layer.register_forward_pre_hook(lambda m, a: record(a[0].shape if a else None))
+        if self._at_layer_input:
+            hook = self.layer.register_forward_pre_hook(record)
         else:
-            hook = self.layer.register_forward_hook(lambda m, a, out: record(out.shape))
+            hook = self.layer.register_forward_hook(lambda m, a, out: record(m, out))
         try:
             with torch.no_grad(), decomposition_context(context):
                 self.forward_func(*inputs, *(_format_additional_forward_args(additional_forward_args) or ()))
         finally:
             hook.remove()
-        return shapes[:1]
+        return shapes
 
 
 # ---------------------------------------------------------------------- helpers
@@ -525,10 +634,11 @@ def check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[n
     for i, x in enumerate(inputs):
         if not isinstance(x, Tensor):
             raise TypeError(f"input {i} is a {type(x).__name__}; inputs must be tensors.")
-        if x.ndim == 0 or x.shape[0] == 0:
+        if x.ndim == 0 or (x.shape[0] == 0 and all(y.numel() == 0 for y in inputs if isinstance(y, Tensor))):
             raise ValueError(
                 f"input {i} has shape {tuple(x.shape)}; inputs are batch first with at least one "
-                "example (shape (B, *features), B >= 1)."
+                "example (shape (B, *features), B >= 1; an empty input, such as a sparse list, "
+                "only beside others that hold examples)."
             )
         if x.is_floating_point() and not torch.isfinite(x).all():
             raise ValueError(f"input {i} contains NaN or infinite values; CD of such an input is undefined.")
@@ -574,9 +684,29 @@ def layer_ran_message(model: Optional[nn.Module], layer: nn.Module, calls: int) 
     return message
 
 
+def layer_values(layer: nn.Module, value: Any, at_input: bool) -> Tuple[Tensor, ...]:
+    """What a decomposition that starts at ``layer`` decomposes: all its positional inputs
+    (``at_input``) or its output, one tensor or a tuple of them, as Captum's layer methods
+    take them. Each must be a floating-point tensor."""
+    values = value if isinstance(value, tuple) else (value,)
+    where = "positional input" if at_input else "output"
+    if not values:
+        raise DecompositionError(f"layer {type(layer).__name__} was called without positional inputs; there is nothing to decompose.")
+    for i, x in enumerate(values):
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            kind = f"a {x.dtype} tensor" if isinstance(x, Tensor) else f"a {type(x).__name__}"
+            raise DecompositionError(
+                f"layer {type(layer).__name__}'s {where} {i} is {kind}; the decomposition starts at every "
+                f"{where} of the layer, so each must be a floating-point tensor. Start where the values "
+                "are floating point (at an embedding's output, not at its token ids)."
+            )
+    return values
+
+
 @contextlib.contextmanager
 def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False) -> Iterator[List[int]]:
-    """Starts the decomposition at ``layer`` while the current call runs. Entered inside
+    """Starts the decomposition at ``layer`` (its output, or with ``at_input`` its inputs,
+    :func:`layer_values`) while the current call runs. Entered inside
     the call's context; the hooks act only for that context, so other threads running
     the model meanwhile (plainly or in their own CD call) are not affected."""
     calls = [0]
@@ -590,33 +720,21 @@ def _decompose_at(layer: nn.Module, masks, relevant=None, at_input: bool = False
                 "at a layer outside the checkpointed blocks (the embedding), or turn checkpointing off there."
             )
 
-    def start_at_input(module, args):  # the layer's first positional input, decomposed
+    def start(module, value):
         if current_context() is not owner:
             return None
         calls[0] += 1
         check_not_recomputed(module)
-        if not args or not isinstance(args[0], Tensor) or not args[0].is_floating_point():
-            raise DecompositionError(
-                f"layer {type(module).__name__}'s first input is not a floating-point tensor; the "
-                "decomposition can start only at one floating-point tensor."
-            )
-        (rel,) = relevant_parts((args[0],), masks, relevant, "the layer's input")
-        return (Decomposition(args[0], rel), *args[1:])
+        values = layer_values(module, value, at_input)
+        what = "the layer's inputs" if at_input else "the layer's outputs"
+        parts = relevant_parts(values, masks, relevant, what)
+        decomposed = tuple(Decomposition(x, rel) for x, rel in zip(values, parts))
+        return decomposed if at_input or isinstance(value, tuple) else decomposed[0]
 
-    def start_here(module, args, output):
-        if current_context() is not owner:
-            return None
-        calls[0] += 1
-        check_not_recomputed(module)
-        if not isinstance(output, Tensor) or not output.is_floating_point():
-            raise DecompositionError(
-                f"layer {type(module).__name__} returns {type(output).__name__}; the "
-                "decomposition can start only at a module that returns one floating-point tensor."
-            )
-        (rel,) = relevant_parts((output,), masks, relevant, "the layer's output")
-        return Decomposition(output, rel)
-
-    handle = layer.register_forward_pre_hook(start_at_input) if at_input else layer.register_forward_hook(start_here)
+    if at_input:
+        handle = layer.register_forward_pre_hook(start)
+    else:
+        handle = layer.register_forward_hook(lambda module, args, output: start(module, output))
     try:
         yield calls
     finally:

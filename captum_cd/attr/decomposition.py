@@ -394,6 +394,10 @@ class DecompositionContext:
     caller_hooks: Any = CALLERS_HOOKS
     # What a recomputation in backward cannot repeat (module hooks are gone by then).
     not_recomputable: Optional[str] = None
+    # The number of groups decomposed (the relevant parts' first dimension).
+    groups: Optional[int] = None
+    # Where a decomposed value was first read as a constant (a comparison, .item(), ...).
+    constant_read: Any = None
 
     def close(self) -> None:
         """The call is over: nothing more is collected (a recomputation in backward
@@ -404,6 +408,10 @@ class DecompositionContext:
     def remember_softmax(self, logits: Decomposition, out: Tensor, frame: Any) -> None:
         if self.collects:
             self.softmax_outputs[id(out)] = (logits, out, frame)
+
+    def remember_constant_read(self, frame: Any) -> None:
+        if self.collects and self.constant_read is None:
+            self.constant_read = frame
 
     def model_output(self, out: Any) -> Decomposition:
         """The decomposition of the model's output ``out``; a softmax of decomposed logits
@@ -420,18 +428,21 @@ class DecompositionContext:
                 "logits, or pass stop_at_softmax=True to decompose the logits the softmax receives."
             )
         if not isinstance(out, Tensor):
+            future = " Call attribute_future for a forward that returns a Future." if isinstance(out, torch.futures.Future) else ""
             raise DecompositionError(
                 f"the model returned a {type(out).__name__}; CD needs one output tensor. Wrap the "
-                "model so it returns the tensor to explain (e.g. lambda x: model(x)[0])."
+                f"model so it returns the tensor to explain (e.g. lambda x: model(x)[0]).{future}"
             )
-        cut = "" if not self.softmax_outputs else (
-            " A softmax of decomposed values was used as a constant on the way (attention "
-            "weights are); if it was the prediction, return the logits instead."
-        )
-        raise DecompositionError(
-            "the model's output does not depend on the decomposed input: every path from it "
-            "went through functions whose results are constants (comparisons, argmax, ...)." + cut
-        )
+        if self.softmax_outputs or self.constant_read is not None:
+            where = next(iter(self.softmax_outputs.values()))[2] if self.softmax_outputs else self.constant_read
+            raise DecompositionError(
+                "the model's output does not depend on the decomposed input except through values "
+                "CD takes as constants (comparisons, argmax, .item(), softmax weights, ...), the first in "
+                f"{call_site(self.model, where)}; CD gives such an output no relevant part. If a "
+                "softmax was the prediction, return the logits instead."
+            )
+        # Computed without the input at all (a constant): no group has any part of it.
+        return Decomposition(out, out.new_zeros(self.groups, *out.shape))
 
 
 # Ops on a Decomposition outside a call (a returned output used further) see this one:

@@ -7,14 +7,15 @@ and the decomposed output into scores.
   :func:`groups_from_ids` (Captum's ``feature_mask`` of integer ids, :func:`broadcast_ids`)
   build masks a chunk of groups at a time and put scores back in the inputs' shape;
   :func:`passes`, :func:`rows_per_pass`, :func:`masks_for_examples`,
-  :func:`target_for_examples` cut the work into batched passes.
+  :func:`target_for_examples`, :func:`same_rows` cut the work into batched passes.
 - **Masks**: :func:`check_masks` validates masks ``(G, *features)`` (shared by the batch)
   or ``(G, B, *features)`` (per example) and shapes them ``(G, B or 1, *features)``;
   :func:`check_pairs` the pairs of :meth:`~captum_cd.ContextualDecomposition.interactions`.
 - **Relevant parts**: :func:`relevant_parts` (``mask * x``, or given directly, as TRIM
   and AWD do).
-- **Targets**: :func:`check_target` and :func:`target_scores`, Captum's target forms
-  (and, for AWD, ``"predicted"``) applied to relevant parts ``(G, B, *out)``; :func:`select_rows` takes the rows of the
+- **Targets**: :func:`check_target`, :func:`output_scores` and :func:`target_scores`,
+  Captum's target forms (and, for AWD, ``"predicted"``) applied to relevant parts
+  ``(G, *out)``; :func:`select_rows` takes the rows of the
   extra forward arguments that follow the batch when a method samples examples.
 """
 
@@ -25,6 +26,7 @@ import torch
 from torch import Tensor
 
 from captum_cd.attr._captum_compat import _expand_target, _select_targets, ExpansionTypes, TargetType
+from captum_cd.attr.decomposition import current_context
 
 # Groups x examples propagated at once when a method chooses the chunk size.
 ROWS_PER_PASS = 1024
@@ -71,7 +73,25 @@ def relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "in
         for i, (r, x) in enumerate(zip(parts, targets)):
             if r.ndim != x.ndim + 1 or r.shape[1:] != x.shape:
                 raise ValueError(f"relevant part {i} has shape {tuple(r.shape)}; expected (G, *{tuple(x.shape)}).")
+    context = current_context()
+    if context.collects:
+        context.groups = parts[0].shape[0]
     return parts
+
+
+def output_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
+    """Selects the target from ``rel`` of shape ``(G, *out)`` (any of Captum's target forms)
+    and flattens what it selects: shape ``(G, n)``, one column per element of the selected
+    output, as Captum's FeatureAblation gives one row of attributions per output element.
+    An output of one number per example gives ``n = B``; a scalar or one row for the whole
+    batch (a loss, a metric), or several outputs per example with ``target=None``, give
+    one column for each of their elements."""
+    groups = rel.shape[0]
+    if target is None:
+        return rel.reshape(groups, -1)
+    target = check_target(target, full)
+    selected = _select_targets(rel.flatten(0, 1), _expand_target(target, groups, ExpansionTypes.repeat))
+    return selected.reshape(groups, -1)
 
 
 def target_scores(rel: Tensor, full: Tensor, target: TargetType, predicted: bool = False) -> Tensor:
@@ -80,19 +100,16 @@ def target_scores(rel: Tensor, full: Tensor, target: TargetType, predicted: bool
     ``predicted``, see :func:`check_target`)."""
     if full.ndim == 0:
         raise ValueError("the model's output is a scalar (shape ()); CD scores need a batch-first output (B, ...).")
-    groups, batch = rel.shape[:2]
-    target = check_target(target, full, predicted)
-    if target is None:
-        selected = rel
-    else:
-        selected = _select_targets(rel.flatten(0, 1), _expand_target(target, groups, ExpansionTypes.repeat))
-        selected = selected.view(groups, batch, *selected.shape[1:])
-    if selected.shape[2:].numel() != 1:
+    if predicted and isinstance(target, str):
+        target = check_target(target, full, predicted)
+    scores = output_scores(rel, full, target)
+    if scores.shape[1] != full.shape[0]:
         raise ValueError(
-            f"the selected output has shape {tuple(selected.shape[2:])} per example; choose one "
-            "number per example with target (an int or a tuple of output indices)."
+            f"the selected output has {scores.shape[1] // full.shape[0]} numbers per example (output "
+            f"shape {tuple(full.shape)}); choose one number per example with target (an int or a "
+            "tuple of output indices)."
         )
-    return selected.reshape(groups, batch)
+    return scores
 
 
 def check_target(target: TargetType, full: Tensor, predicted: bool = False) -> TargetType:
@@ -147,13 +164,15 @@ def _not_an_index(target: str):
 
 
 # The two group builders below return (number of groups, build(start, stop) -> the masks
-# of groups [start, stop), assign(scores (G, B)) -> attributions shaped like the inputs):
-# masks are built a chunk at a time so memory stays bounded.
+# of groups [start, stop), assign(scores (G, n)) -> attributions shaped like the inputs
+# with n rows, one per element of the selected output): masks are built a chunk at a time
+# so memory stays bounded.
 
 
 def one_hot_groups(shapes: List[torch.Size], batch: int, device: torch.device):
-    """Every scalar feature its own group, numbered across the inputs in order."""
-    sizes = [int(torch.Size(s[1:]).numel()) for s in shapes]
+    """Every scalar feature its own group, numbered across the inputs in order. An empty
+    input (no examples, as a sparse list may be) has no features, as in Captum."""
+    sizes = [int(torch.Size(s[1:]).numel()) if s[0] else 0 for s in shapes]
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
 
     def build(start: int, stop: int) -> Tuple[Tensor, ...]:
@@ -163,21 +182,25 @@ def one_hot_groups(shapes: List[torch.Size], batch: int, device: torch.device):
             m = torch.zeros(stop - start, size, device=device)
             inside = (rows >= 0) & (rows < size)
             m[inside.nonzero().squeeze(1), rows[inside]] = 1.0
-            masks.append(m.view(stop - start, *shape[1:]))
+            masks.append(m.view(stop - start, *shape[1:]) if size else m.new_zeros(stop - start, *shape[1:]))
         return tuple(masks)
 
-    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, B) -> per input (B, *features)
+    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, n) -> per input (n, *features)
+        n = scores.shape[1]
         per_input = scores.t().split(sizes, dim=1)
-        return tuple(s.reshape(batch, *shape[1:]) for s, shape in zip(per_input, shapes))
+        return tuple(s.reshape(n, *shape[1:]) if size else s.new_zeros(n, *shape[1:]) for s, size, shape in zip(per_input, sizes, shapes))
 
     return sum(sizes), build, assign
 
 
-def groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: int):
-    """Groups from Captum-style feature masks of integer ids, shared across the inputs."""
+def groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: int, across_inputs: bool = True):
+    """Groups from Captum-style feature masks of integer ids: an id names one group across
+    all the inputs, or, without ``across_inputs``, a group of its input only."""
     if len(ids) != len(shapes):
         raise ValueError(f"got {len(ids)} feature masks for {len(shapes)} inputs.")
     ids = tuple(broadcast_ids(m, shape, i, batch) for i, (m, shape) in enumerate(zip(ids, shapes)))
+    if not across_inputs:  # (id, input) -> one integer, distinct for every pair
+        ids = tuple(m.long() * len(ids) + i for i, m in enumerate(ids))
     values = torch.unique(torch.cat([m.flatten() for m in ids]))
     index = [torch.searchsorted(values, m) for m in ids]  # group number of every feature
 
@@ -189,11 +212,17 @@ def groups_from_ids(ids: Tuple[Tensor, ...], shapes: List[torch.Size], batch: in
             masks.append(one_hot.squeeze(1) if idx.shape[0] == 1 else one_hot)
         return tuple(masks)
 
-    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, B) -> per input (B, *features)
-        out = []
-        for idx, shape in zip(index, shapes):
-            full_idx = idx.to(scores.device).expand(batch, *shape[1:]).reshape(batch, -1)
-            out.append(scores.t().gather(1, full_idx).view(shape))
+    def assign(scores: Tensor) -> Tuple[Tensor, ...]:  # (G, n) -> per input (n, *features)
+        n, out = scores.shape[1], []
+        for i, (idx, shape) in enumerate(zip(index, shapes)):
+            if idx.shape[0] not in (1, n):
+                raise ValueError(
+                    f"feature_mask {i} has a row per example ({idx.shape[0]}), but the selected output "
+                    f"has {n} elements, not one per example (a scalar or a row for the whole batch): "
+                    "its groups span the batch, so give a mask with first dimension 1."
+                )
+            full_idx = idx.to(scores.device).expand(n, *shape[1:]).reshape(n, -1)
+            out.append(scores.t().gather(1, full_idx).view(n, *shape[1:]))
         return tuple(out)
 
     return len(values), build, assign
@@ -221,19 +250,34 @@ def broadcast_ids(m: Tensor, shape: torch.Size, i: int, batch: int, what: str = 
     )
 
 
-def passes(n_groups: int, per_pass: int, batch: int, can_split_batch: bool) -> Tuple[range, List[Optional[slice]]]:
-    """How ``attribute`` cuts its work: starts of the chunks of groups, and slices of the
-    examples (None: the whole batch). Where the groups need several passes, whole examples
-    go through a pass with all the groups they fit, the ``per_pass * batch`` rows of a pass
-    filled either way, so the ordinary pass is not repeated for every chunk of groups.
-    (Only without additional forward arguments, which may or may not follow the batch.)"""
-    rows = per_pass * batch
-    if not can_split_batch or batch <= 1 or per_pass >= n_groups:
-        return range(0, n_groups, per_pass), [None]
-    groups_per_pass = min(n_groups, rows)
+def passes(start: int, n_groups: int, per_pass: int, batch: int, split: bool) -> List[Tuple[int, int, Optional[slice]]]:
+    """How ``attribute`` cuts the groups ``[start, n_groups)`` into batched passes: (first
+    group, stop, examples (None: the whole batch)). Where they need several passes and
+    ``split``, whole examples go through a pass with all the groups they fit, the
+    ``per_pass * batch`` rows of a pass filled either way, so an example's ordinary pass
+    is not repeated for every chunk of groups."""
+    rows, remaining = per_pass * batch, n_groups - start
+    if not split or batch <= 1 or per_pass >= remaining:
+        return [(g, min(g + per_pass, n_groups), None) for g in range(start, n_groups, per_pass)]
+    groups_per_pass = min(remaining, rows)
     examples = max(1, rows // groups_per_pass)
-    slices = [slice(b, min(b + examples, batch)) for b in range(0, batch, examples)]
-    return range(0, n_groups, groups_per_pass), slices
+    return [
+        (g, min(g + groups_per_pass, n_groups), slice(b, min(b + examples, batch)))
+        for b in range(0, batch, examples)
+        for g in range(start, n_groups, groups_per_pass)
+    ]
+
+
+def same_rows(part: Tensor, whole: Tensor) -> bool:
+    """Whether ``part``, the output of some examples run alone, is ``whole``'s rows for them
+    up to rounding: each row of the output then depends on its example alone."""
+    if part.shape != whole.shape:
+        return False
+    if not part.is_floating_point():
+        return bool(torch.equal(part, whole))
+    tolerance = torch.finfo(part.dtype).eps ** 0.5
+    scale = float(whole.abs().max()) if whole.numel() else 0.0
+    return bool(torch.allclose(part, whole, rtol=tolerance, atol=tolerance * scale))
 
 
 def target_for_examples(target: TargetType, examples: Optional[slice], batch: int) -> TargetType:

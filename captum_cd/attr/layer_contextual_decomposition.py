@@ -45,8 +45,8 @@ class LayerContextualDecomposition(DecompositionAttribution, LayerAttribution):
                         tensor.
             layer (nn.Module or list[nn.Module]): The layer whose units are scored.
                         It must run once per forward pass and return (or, with
-                        ``attribute_to_layer_input``, take as first input) one
-                        floating-point tensor.
+                        ``attribute_to_layer_input``, take as positional inputs)
+                        floating-point tensors: one, or a tuple of several.
             device_ids (list[int], optional): Accepted for Captum's signature; CD
                         runs the model as it is, so DataParallel needs nothing here.
                         Default: None
@@ -81,13 +81,15 @@ class LayerContextualDecomposition(DecompositionAttribution, LayerAttribution):
                         example)
             additional_forward_args (Any, optional): Further model arguments.
                         Default: None
-            layer_mask (Tensor or list[Tensor], optional): Integer group ids over the
-                        layer's output (or input), shaped like it or broadcastable
-                        to it, first dimension 1 or the batch size, as Captum's
-                        layer_mask. With a list of layers, a list with one mask (or
-                        None) per layer. Default: None (every unit its own group)
+            layer_mask (Tensor, tuple[Tensor, ...] or list, optional): Integer group
+                        ids over the layer's output (or inputs), shaped like it or
+                        broadcastable to it, first dimension 1 or the batch size, as
+                        Captum's layer_mask; a tuple with one mask per tensor where
+                        the layer's value is a tuple (an id names one group across
+                        them). With a list of layers, a list with one mask (or None)
+                        per layer. Default: None (every unit its own group)
             attribute_to_layer_input (bool, optional): Decompose from the layer's
-                        (first) input instead of its output. Default: False
+                        positional inputs instead of its output. Default: False
             perturbations_per_eval (int, optional): Groups per batched pass.
                         Default: None (chosen to bound memory)
             show_progress (bool, optional): A tqdm bar over the passes.
@@ -97,10 +99,11 @@ class LayerContextualDecomposition(DecompositionAttribution, LayerAttribution):
                         rounding). Default: False
 
         Returns:
-            *Tensor* of **attributions** shaped like the layer's output (input), or a
-            list of them for a list of layers; with ``return_convergence_delta`` a
-            tuple ``(attributions, delta)`` (delta of shape ``(B,)``, a list for a
-            list of layers).
+            *Tensor* of **attributions** shaped like the layer's output (input), a
+            tuple of them where that is a tuple of several tensors, or a list for a
+            list of layers; with ``return_convergence_delta`` a tuple
+            ``(attributions, delta)`` (delta of shape ``(B,)``, a list for a list of
+            layers).
 
         Examples::
 

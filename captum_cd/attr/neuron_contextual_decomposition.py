@@ -79,7 +79,9 @@ class NeuronContextualDecomposition(DecompositionAttribution, NeuronAttribution)
                         (with a slice, the selected units are summed: a channel
                         ``(c, slice(None), slice(None))``, or a head's features
                         ``(t, slice(h * d, (h + 1) * d))``), or a function of the
-                        layer's output returning one number per example.
+                        layer's output returning one number per example (where the
+                        layer's output, or inputs, are several tensors, only a
+                        function, which gets the tuple).
             baselines (None): CD needs no baseline; must be None. Default: None
             additional_forward_args (Any, optional): Further model arguments.
                         Default: None
@@ -88,7 +90,7 @@ class NeuronContextualDecomposition(DecompositionAttribution, NeuronAttribution)
                         in FeatureAblation. Default: None (every feature its own
                         group)
             attribute_to_neuron_input (bool, optional): Select the unit from the
-                        layer's (first) input instead of its output. Default: False
+                        layer's positional inputs instead of its output. Default: False
             perturbations_per_eval (int, optional): Groups per batched pass.
                         Default: None
             show_progress (bool, optional): A tqdm bar over the passes.
@@ -140,19 +142,23 @@ class _UnitOutput(nn.Module):
 
     def forward(self, *args: Any) -> Tensor:
         if self.at_input:
-            handle = self.layer.register_forward_pre_hook(lambda m, a: _stop(a[0] if a else None))
+            handle = self.layer.register_forward_pre_hook(lambda m, a: _stop(a))
         else:
             handle = self.layer.register_forward_hook(lambda m, a, out: _stop(out))
         try:
             self.model(*args)
         except _Reached as reached:
-            return _verify_select_neuron((reached.value,), self.selector)
+            return _verify_select_neuron(reached.value, self.selector)
         finally:
             handle.remove()
         raise ValueError(f"layer {type(self.layer).__name__} did not run in the model's forward pass.")
 
 
 def _stop(value: Any) -> None:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"the layer's output (input) is a {type(value).__name__}; a neuron is selected from one tensor.")
-    raise _Reached(value)
+    """Stops the forward at the layer with its output or positional inputs, a tuple of
+    tensors (the selector gets them as Captum's neuron methods give them)."""
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if not isinstance(v, Tensor):
+            raise TypeError(f"the layer's output (or input) holds a {type(v).__name__}; a neuron is selected from tensors.")
+    raise _Reached(values)

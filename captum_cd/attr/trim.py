@@ -209,7 +209,8 @@ class TRIM(Attribution):
                 out = cd.forward_decomposition(inputs, additional_forward_args=user_args, relevant=relevant)
                 scores.append(target_scores(out.rel, out.full, target))
                 if with_delta:
-                    deltas.append(cd._deviation(out.rel, out.full - out.rel, out.full, reference, target))
+                    deviation, output = cd._deviation(out.rel, out.full - out.rel, out.full, reference)
+                    deltas.append(target_scores(deviation, output, target))
                 bar.update()
         (attr,) = assign(torch.cat(scores))
         return (attr, largest_over_groups(torch.cat(deltas))) if with_delta else attr

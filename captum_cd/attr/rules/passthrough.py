@@ -1,9 +1,11 @@
 r"""Functions whose result is not decomposed: computed from the full activation alone.
 
-- Metadata (``size``, ``dim``, ``dtype``, ``len``, ``item``, ``bool``, ...): shape
-  queries and data-dependent control flow see the real activation.
+- Metadata (``size``, ``dim``, ``dtype``, ``len``, ...) and values (``item``, ``bool``,
+  ...): shape queries and data-dependent control flow see the real activation.
 - Comparisons and indices (``x > 0``, ``argmax``, ``isnan``, ...) and tensors made
   like it (``zeros_like``, ``x.new_ones``): constants, as far as the decomposition goes.
+  Values and comparisons are remembered: an output that depends on the input only
+  through them is an error, where an output computed without the input scores 0.
 - Softmax: probabilities computed from the full activation are constant weights, which
   is how the CD-T work treats attention (``softmax(q k^T) @ v`` decomposes through ``v``).
   A model whose *output* is a softmax is caught at the end of the forward pass, where
@@ -22,11 +24,11 @@ from captum_cd.attr.rules.registry import register_rule
 T = torch.Tensor
 
 METADATA = [
-    T.size, T.dim, T.numel, T.nelement, T.__len__, T.stride, T.is_contiguous, T.element_size,
+    T.size, T.dim, T.numel, torch.numel, T.nelement, T.__len__, T.stride, T.is_contiguous, T.element_size,
     T.is_floating_point, T.is_complex, T.get_device, T.data_ptr, T.storage_offset,
-    T.item, T.tolist, T.numpy, T.__array__, T.__bool__, T.__int__, T.__float__, T.__index__,
     T.__format__, T.__reduce_ex__, T.dim_order, T.untyped_storage,
 ]  # fmt: skip
+VALUES = [T.item, T.tolist, T.numpy, T.__array__, T.__bool__, T.__int__, T.__float__, T.__index__]
 COMPARISONS = [
     torch.eq, T.eq, T.__eq__, torch.ne, T.ne, T.__ne__, torch.lt, T.lt, T.__lt__,
     torch.le, T.le, T.__le__, torch.gt, T.gt, T.__gt__, torch.ge, T.ge, T.__ge__,
@@ -51,6 +53,13 @@ def on_full(func, args, kwargs):
     return func(*fulls(args), **fulls(kwargs))
 
 
+def as_constant(func, args, kwargs):
+    """A value read off the full activation (a comparison, ``.item()``): remembered, so an
+    output that depends on the input only this way is told apart from a constant one."""
+    current_context().remember_constant_read(sys._getframe())
+    return on_full(func, args, kwargs)
+
+
 def object_hash(func, args, kwargs):
     return id(args[0])
 
@@ -66,6 +75,7 @@ def softmax(func, args, kwargs):
     return out
 
 
-register_rule(METADATA + COMPARISONS + FACTORIES, on_full)
+register_rule(METADATA + FACTORIES, on_full)
+register_rule(VALUES + COMPARISONS, as_constant)
 register_rule(T.__hash__, object_hash)
 register_rule(SOFTMAX, softmax)

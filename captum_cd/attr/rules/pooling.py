@@ -130,16 +130,21 @@ def _gather_boxes(values, at: Tensor):
 
 
 def select_along_dim(func, args, kwargs):
-    """``max``/``min`` along a dimension and ``amax``/``amin``: gather at the full's winners."""
+    """``max``/``min`` over the whole tensor or along a dimension, and ``amax``/``amin``:
+    gather at the full's winners."""
     x = args[0] if args else kwargs["input"]
     dim = argument(args, kwargs, 1, "dim")
+    name = func.__name__.lstrip("a")
+    if dim is None and len(args) < 2 and "other" not in kwargs:  # over the whole tensor
+        flat = x.full.flatten()
+        index = (flat.argmax if name == "max" else flat.argmin)()
+        return Decomposition(flat[index], x.rel.flatten(1)[:, index])
     if dim is None or is_dec(dim) or isinstance(dim, Tensor):
         raise DecompositionError(
-            f"{function_name(func)} of a decomposed tensor needs a dimension (a global "
-            "max of a decomposed value, or the elementwise max of two values, has no rule)."
+            f"{function_name(func)} of two tensors (the elementwise max of two values) has no rule; "
+            "a max or min over the whole tensor or along a dimension has."
         )
     keepdim = argument(args, kwargs, 2, "keepdim", False)
-    name = func.__name__.lstrip("a")
     dims = [dim] if isinstance(dim, int) else list(dim)
     dims = [d % x.full.ndim for d in dims]
     # Move the reduced dims last and flatten them, so one argmax serves amax over tuples too.
