@@ -28,7 +28,8 @@ of the long one) against that forward at batch 65, peak above what was held befo
 (``benchmarks/_memory.py``).
 
     python benchmarks/llm_speed.py [--quick] [--models gpt2,llama] [--prompts 64,512]
-        [--targets 1,16] [--methods cd,fa,ks,lig] [--threads 1]
+        [--targets 1,16] [--methods cd,fa,ks,lig] [--features "every token,8 spans"]
+        [--lig-batch N] [--threads 1]
 """
 
 import argparse
@@ -104,7 +105,7 @@ def spans(text: str, count: int) -> TextTemplateInput:
     return TextTemplateInput(" ".join(["{}"] * count), values=values)
 
 
-def methods(llm, tokenizer, chosen):
+def methods(llm, tokenizer, chosen, lig_batch=None):
     """name -> attribute(inp, target) for each chosen method (None where it does not apply)."""
     out = {}
     if "cd" in chosen:
@@ -118,7 +119,8 @@ def methods(llm, tokenizer, chosen):
         out["KernelShap"] = lambda inp, target: ks.attribute(inp, target=target)
     if "lig" in chosen:
         lig = LLMGradientAttribution(LayerIntegratedGradients(llm, llm.get_input_embeddings()), tokenizer)
-        out["LayerIntegratedGradients"] = lambda inp, target: lig.attribute(inp, target=target) if isinstance(inp, TextTokenInput) else None
+        batch = {} if lig_batch is None else {"internal_batch_size": lig_batch}
+        out["LayerIntegratedGradients"] = lambda inp, target: lig.attribute(inp, target=target, **batch) if isinstance(inp, TextTokenInput) else None
     return out
 
 
@@ -148,13 +150,14 @@ def forward_call(llm, sequence: torch.Tensor, kept: int):
 def run_model(name, tokenizer, args) -> None:
     llm = model(name, len(tokenizer), args.quick)
     label = {"gpt2": "GPT-2-small-size", "llama": "Llama-style"}[name] + (" (2 layers, width 64)" if args.quick else "")
-    chosen = methods(llm, tokenizer, args.methods)
+    chosen = methods(llm, tokenizer, args.methods, args.lig_batch)
     target_pool = tokenizer(" ".join(sst_text("dev", 40)))["input_ids"][1:]
     time_rows, memory_rows = [], []
     for length in args.prompts:
         text = prompt_text(tokenizer, length)
         inputs = {"every token": TextTokenInput(text, tokenizer), "8 spans": spans(text, 8)}
-        prompt = inputs["every token"].inp_tensor
+        inputs = {kind: inputs[kind] for kind in args.features}
+        prompt = TextTokenInput(text, tokenizer).inp_tensor
         for target_length in args.targets:
             target = torch.tensor(target_pool[:target_length])
             sequence = torch.cat([prompt, target[None]], 1)
@@ -207,6 +210,8 @@ def main() -> None:
     parser.add_argument("--prompts", default=None, help="prompt lengths in tokens (default 64,512; quick: 64)")
     parser.add_argument("--targets", default=None, help="target lengths in tokens (default 1,16; quick: 1,4)")
     parser.add_argument("--methods", default="cd,fa,ks,lig", help=f"some of {','.join(METHODS)}")
+    parser.add_argument("--features", default="every token,8 spans", help="some of: every token, 8 spans")
+    parser.add_argument("--lig-batch", type=int, default=None, help="IG's internal_batch_size (default: its 50 steps at once)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slow", type=float, default=60.0, help="a method slower than this many seconds is timed once")
     parser.add_argument("--threads", type=int, default=1)
@@ -214,6 +219,7 @@ def main() -> None:
     args.prompts = [int(p) for p in (args.prompts or ("32" if args.quick else "64,512")).split(",")]
     args.targets = [int(t) for t in (args.targets or ("1,4" if args.quick else "1,16")).split(",")]
     args.methods = args.methods.split(",")
+    args.features = args.features.split(",")
     if args.quick:
         args.repeats = 1
     torch.set_num_threads(args.threads)

@@ -194,6 +194,10 @@ def test_a_value_without_tokens_scores_zero(tokenizer, one_thread):
     model = causal_lm("gpt2", len(tokenizer))
     result = LLMContextualDecomposition(model, tokenizer).attribute(TextTemplateInput("{}Dave lives{}", values=["", "here"]), target=TARGET)
     assert result.token_attr[:, 0].abs().max() == 0 and result.token_attr[:, 1].abs().max() > 0
+    relevant, irrelevant = LLMContextualDecomposition(model, tokenizer).decompose(TextTemplateInput("Dave lives{}", values=[""]), target=TARGET)
+    target_ids = torch.tensor(tokenizer.encode(TARGET, add_special_tokens=False))
+    assert relevant.abs().max() == 0 and relevant.shape == (len(target_ids), 1)
+    torch.testing.assert_close(irrelevant[:, 0], model_scores(model, tokenizer, "Dave lives", target_ids), rtol=0, atol=1e-10)
 
 
 def test_encoder_decoder_explains_the_decoder_by_the_encoders_input(tokenizer, one_thread):
@@ -326,7 +330,7 @@ def test_chunks_decomposed_from_their_first_token_equal_passes_over_the_whole_se
     model = causal_lm(name, len(tokenizer))
     inp = TextTokenInput("Dave lives in Palm Coast and likes a good game of golf on sunny days", tokenizer)
     cropped, whole = LLMContextualDecomposition(model, tokenizer), LLMContextualDecomposition(model, tokenizer)
-    whole.crop_prefix = False
+    whole._crop_prefix = False
     suffixes = []
     suffix_inputs = cropped._suffix_inputs
     cropped._suffix_inputs = lambda kwargs, start, cache: suffixes.append(start) or suffix_inputs(kwargs, start, cache)

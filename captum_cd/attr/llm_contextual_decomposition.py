@@ -114,7 +114,7 @@ class LLMContextualDecomposition(Attribution):
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._cache_argument = cache_argument(model)
         # Decompose a causal model from each chunk's first token on (the prefix from the cache).
-        self.crop_prefix = True
+        self._crop_prefix = True
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -295,11 +295,12 @@ class LLMContextualDecomposition(Attribution):
         chunks, cache = self._chunks([starts[f] for f in filled], length, largest, kwargs)
         parts = []
         for members, start in tqdm(chunks, desc=f"{self.get_name()} attribution", disable=not show_progress):
-            features = [filled[i] for i in members] or [0]  # (no feature has a token: one empty group for the scores)
-            chunk_masks = masks[features, start:, None] & bool(members)  # (g, length - start, 1) over (1, ., E)
+            features = [filled[i] for i in members]
+            # (g, length - start, 1) over the embedding (1, ., E); without features, one empty group for the scores
+            chunk_masks = masks[features, start:, None] if features else masks.new_zeros(1, length, 1)
             here = kwargs if start == 0 else self._suffix_inputs(kwargs, start, cache)
             rel, full = self._pass(here, chunk_masks, target_ids)
-            parts.append((features, rel * bool(members)))
+            parts.append((features, rel[: len(features)]))
         relevant = full.new_zeros(masks.shape[0], target_ids.numel())
         for features, rel in parts:
             relevant[features] = rel
@@ -310,7 +311,7 @@ class LLMContextualDecomposition(Attribution):
         the prefix they need, or passes over the whole sequence where that is cheaper or
         the model has no cache to give a prefix in."""
         whole = [(list(range(i, min(i + largest, len(starts)))), 0) for i in range(0, len(starts), largest)] or [([], 0)]
-        if self.encoder_decoder or self._cache_argument is None or not starts or not self.crop_prefix:
+        if self.encoder_decoder or self._cache_argument is None or not starts or not self._crop_prefix:
             return whole, None
         cropped = plan_chunks(starts, length, largest)
         last = max(start for _, start in cropped)
