@@ -42,11 +42,10 @@ author = "captum-cd contributors"
 copyright = "captum-cd contributors"
 release = importlib.import_module("captum_cd").__version__
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax", "myst_nb"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "myst_nb"]
 exclude_patterns = ["_build", "README.md", "**.ipynb_checkpoints"]
 html_theme = "furo"
 html_title = f"captum-cd {release}"
-html_static_path = []
 
 # Captum's docstrings: the class's text, then __init__'s Args.
 autoclass_content = "both"
@@ -76,7 +75,6 @@ nb_execution_timeout = 1800
 nb_execution_raise_on_error = True
 nb_merge_streams = True
 
-# The public API: every name in these modules' __all__ must be documented on an API page.
 # The public API: every name in these modules' __all__ must be documented on an API page
 # (under the name users import it by, or where it is defined).
 PUBLIC_MODULES = {
