@@ -266,6 +266,18 @@ class MeanEncoding(nn.Module):
         return self.encoder_model(input_ids=ids).last_hidden_state.mean(1)
 
 
+def test_an_attribution_leaves_no_decomposed_value_to_the_garbage_collector(tokenizer, one_thread):
+    """Eager attention's softmax of decomposed scores is remembered by the pass's context,
+    which its values remember: the pass must drop it, or the values of every pass outlive
+    the call until the cyclic collector runs."""
+    from test_probes import decomposed_values_left_after
+
+    model = causal_lm("llama", len(tokenizer), torch.float32)
+    model.config._attn_implementation = "eager"
+    cd = LLMContextualDecomposition(model, tokenizer)
+    assert decomposed_values_left_after(lambda: cd.attribute(template_input(), target=TARGET)) == 0
+
+
 def test_plots(tokenizer, one_thread):
     model = causal_lm("llama", len(tokenizer), torch.float32)
     result = LLMContextualDecomposition(model, tokenizer).attribute(template_input(), target=TARGET)

@@ -6,6 +6,7 @@ two snapshots (refused calls included) and fails on any difference.
 """
 
 import contextlib
+import gc
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, Optional
@@ -387,6 +388,46 @@ def test_softmax_of_a_decomposition_outside_a_call_keeps_nothing():
         probabilities = out.softmax(-1)
         torch.log_softmax(out, -1)
     assert type(probabilities) is torch.Tensor and not OUTSIDE.softmax_outputs
+
+
+class Thresholded(nn.Module):
+    """Reads its activation as constants (a comparison, softmax weights): the rules
+    remember where, for the error an output made only of such reads gets."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h * (h > 0).to(h.dtype) * h.softmax(-1))
+
+
+def decomposed_values_left_after(call: Callable[[], Any]) -> int:
+    """How many Decompositions ``call`` leaves for the cyclic garbage collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        call()
+        return sum(type(o) is Decomposition for o in gc.get_objects())
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("how", ["attribute", "decompose", "decompose with grad"])
+def test_a_call_leaves_no_decomposed_value_to_the_garbage_collector(how):
+    """Values remember their call's context; if it kept a frame of the call (where a
+    value was read as a constant), every value of the call would be in a reference cycle
+    and outlive it until the cyclic collector runs: on an accelerator, memory that a loop
+    of calls runs out of."""
+    net, x = Thresholded().eval(), torch.randn(4, 6)
+    calls = {
+        "attribute": lambda: ContextualDecomposition(net).attribute(x, target=0),
+        "decompose": lambda: ContextualDecomposition(net).decompose(x, torch.eye(6)[:3]),
+        "decompose with grad": lambda: sum(ContextualDecomposition(net).decompose(x, torch.eye(6)[:3])).sum().backward(),
+    }
+    with torch.set_grad_enabled(how.endswith("grad")):
+        assert decomposed_values_left_after(calls[how]) == 0
 
 
 # ---------------------------------------------------------------------- silently wrong

@@ -401,9 +401,11 @@ class DecompositionContext:
 
     def close(self) -> None:
         """The call is over: nothing more is collected (a recomputation in backward
-        still runs in this context)."""
+        still runs in this context), and what was collected is dropped: the values of the
+        call remember their context, and a remembered frame holds the values."""
         self.collects = False
         self.softmax_outputs = {}
+        self.constant_read = None
 
     def remember_softmax(self, logits: Decomposition, out: Tensor, frame: Any) -> None:
         if self.collects:

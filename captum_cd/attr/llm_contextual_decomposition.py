@@ -339,6 +339,7 @@ class LLMContextualDecomposition(Attribution):
         n = target_ids.numel()
         positions = torch.arange(n, device=target_ids.device)
         with contextlib.ExitStack() as stack:
+            stack.callback(context.close)  # last: the pass's values remember it, it must not hold them
             stack.enter_context(decomposition_context(context))
             stack.enter_context(module_rules_installed(self.model, self.module_rules, context))
             calls = stack.enter_context(_decompose_at(self.layer, masks))
