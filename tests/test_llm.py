@@ -149,6 +149,7 @@ def test_target_none_generates_greedily_as_generate_and_captum_do(tokenizer, one
     expected = model_scores(model, tokenizer, inp.to_model_input(), generated)
     torch.testing.assert_close(relevant + irrelevant, expected[:, None].expand_as(relevant), rtol=0, atol=1e-10)
     assert result.input_tokens == captum.input_tokens and result.token_attr.shape == captum.token_attr.shape
+    assert result.inp is captum.inp is inp  # the result links its input, as Captum's does
 
 
 def test_token_input_scores_each_token_and_skips_skip_tokens(tokenizer, one_thread):

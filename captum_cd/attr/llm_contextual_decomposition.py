@@ -154,7 +154,7 @@ class LLMContextualDecomposition(Attribution):
             *LLMAttributionResult* with ``token_attr`` (target tokens x features: each
             feature's relevant part of each target token's logit or log-probability),
             ``seq_attr`` (their sum over the target tokens), ``input_tokens`` (the
-            features: template values or tokens) and ``output_tokens``;
+            features: template values or tokens), ``output_tokens`` and ``inp``;
             ``plot_token_attr()`` and ``plot_seq_attr()`` draw them.
 
         Examples::
@@ -171,6 +171,7 @@ class LLMContextualDecomposition(Attribution):
             token_attr=relevant,
             input_tokens=list(inp.values),
             output_tokens=pretty_tokens(target_ids.cpu(), self.tokenizer),
+            inp=inp,
         )
 
     def decompose(
