@@ -457,6 +457,22 @@ def test_an_empty_group_scores_exactly_zero_also_on_a_zero_input():
     assert torch.equal(rel, torch.zeros(3, 1, 2))
 
 
+@pytest.mark.parametrize("forward", [lambda x: x.sum(1) + 1, lambda x: x.sum() + 1], ids=["per example", "scalar"])
+def test_inputs_without_features_get_empty_attributions_as_in_captum(forward):
+    from captum.attr import FeatureAblation
+
+    x = torch.zeros(2, 0)
+    expected = FeatureAblation(forward).attribute(x)
+    attributions, delta = ContextualDecomposition(forward).attribute(x, return_convergence_delta=True)
+    assert attributions.shape == expected.shape and torch.equal(delta, torch.zeros(expected.shape[0]))
+
+
+def test_the_convergence_delta_of_a_scalar_output():
+    net, x = mlp(), torch.randn(3, 6)
+    attributions, delta = ContextualDecomposition(lambda x: net(x).sum()).attribute(x, return_convergence_delta=True)
+    assert attributions.shape == (1, 6) and delta.shape == (1,) and float(delta.abs().max()) < 1e-5
+
+
 def test_negative_targets_count_from_the_end_in_every_form():
     net, x = small_cnn(), torch.randn(2, 1, 8, 8)
     cd = ContextualDecomposition(net)

@@ -371,7 +371,6 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         batch = inputs[0].shape[0]
 
         def run(start, stop, examples):
-            rows = slice(None) if examples is None else examples
             part = inputs if examples is None else tuple(x[examples] for x in inputs)
             masks = masks_for_examples(group_masks(start, stop), shapes, examples)
             out = self.forward_decomposition(part, masks, args)
@@ -379,7 +378,8 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
             scores = output_scores(out.rel, out.full, part_target)
             delta = None
             if with_delta:
-                deviation, output = self._deviation(out.rel, out.full - out.rel, out.full, None if reference is None else reference[rows])
+                part_reference = reference if reference is None or examples is None else reference[examples]  # (a scalar has no rows)
+                deviation, output = self._deviation(out.rel, out.full - out.rel, out.full, part_reference)
                 delta = output_scores(deviation, output, part_target)
             bar.update()
             return out.full, scores, delta

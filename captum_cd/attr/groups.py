@@ -87,6 +87,8 @@ def output_scores(rel: Tensor, full: Tensor, target: TargetType) -> Tensor:
     batch (a loss, a metric), or several outputs per example with ``target=None``, give
     one column for each of their elements."""
     groups = rel.shape[0]
+    if groups == 0:  # no features at all: no rows, as many columns as the selection has
+        return output_scores(rel.new_zeros(1, *rel.shape[1:]), full, target)[:0]
     if target is None:
         return rel.reshape(groups, -1)
     target = check_target(target, full)
@@ -308,6 +310,8 @@ def positive_int(value: Optional[int], name: str) -> Optional[int]:
 
 def largest_over_groups(deviation: Tensor) -> Tensor:
     """Per example, the signed value of largest magnitude over the groups: (G, B) -> (B,)."""
+    if deviation.shape[0] == 0:  # no groups: nothing deviates
+        return deviation.new_zeros(deviation.shape[1:])
     return deviation.gather(0, deviation.abs().argmax(0, keepdim=True))[0]
 
 
