@@ -13,10 +13,20 @@ Methods, each through Captum's LLM API with its defaults:
 
 - ``LLMContextualDecomposition`` (every target token from one pass);
 - ``LLMAttribution(FeatureAblation)`` (a perturbed prompt per feature, the target
-  decoded token by token with the key-value cache: Captum's default);
-- ``LLMAttribution(KernelShap)`` (25 samples; no per-token scores);
+  teacher forced in the same pass: ``forward_in_tokens=False``);
+- ``LLMAttribution(KernelShap)`` (25 samples, ``forward_in_tokens=False``; no per-token
+  scores);
 - ``LLMGradientAttribution(LayerIntegratedGradients)`` on the input embedding (50 steps,
   per target token; TextTokenInput only, so per-token features only).
+
+Captum's default for the perturbation methods, decoding the target token by token with
+the key-value cache (``use_cached_outputs=True``), is not used: with transformers 5 it
+feeds the whole sequence again at every step on top of the cache, so its
+log-probabilities differ from those of the cache-free path, and the positions run past
+the model's limit for long prompts (an IndexError in GPT-2's position embedding at 64
+prompt and 16 target tokens).
+``forward_in_tokens=False`` (one pass per perturbation, as CD) agrees with the cache-free
+token-by-token path and is the cheapest correct one.
 
 The forward pass the ratios divide by is the model on the prompt and the target at batch
 1, without the cache, its logits at the target positions only (what the methods need;
@@ -113,10 +123,10 @@ def methods(llm, tokenizer, chosen, lig_batch=None):
         out["CD"] = lambda inp, target: cd.attribute(inp, target=target)
     if "fa" in chosen:
         fa = LLMAttribution(FeatureAblation(llm), tokenizer)
-        out["FeatureAblation"] = lambda inp, target: fa.attribute(inp, target=target)
+        out["FeatureAblation"] = lambda inp, target: fa.attribute(inp, target=target, forward_in_tokens=False)
     if "ks" in chosen:
         ks = LLMAttribution(KernelShap(llm), tokenizer)
-        out["KernelShap"] = lambda inp, target: ks.attribute(inp, target=target)
+        out["KernelShap"] = lambda inp, target: ks.attribute(inp, target=target, forward_in_tokens=False)
     if "lig" in chosen:
         lig = LLMGradientAttribution(LayerIntegratedGradients(llm, llm.get_input_embeddings()), tokenizer)
         batch = {} if lig_batch is None else {"internal_batch_size": lig_batch}

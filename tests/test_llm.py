@@ -143,7 +143,7 @@ def test_target_none_generates_greedily_as_generate_and_captum_do(tokenizer, one
     prompt = torch.tensor([tokenizer(inp.to_model_input())["input_ids"]])
     with torch.no_grad():
         generated = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), **gen_args)[0, prompt.shape[1] :]
-    captum = LLMAttribution(FeatureAblation(model), tokenizer).attribute(inp, gen_args=gen_args)
+    captum = LLMAttribution(FeatureAblation(model), tokenizer).attribute(inp, gen_args=gen_args, forward_in_tokens=False)
     assert result.output_tokens == captum.output_tokens and len(result.output_tokens) == 6
     relevant, irrelevant = LLMContextualDecomposition(model, tokenizer).decompose(inp, gen_args=gen_args)
     expected = model_scores(model, tokenizer, inp.to_model_input(), generated)
@@ -373,3 +373,18 @@ def test_chunks_are_planned_for_the_fewest_rows():
             if all(b - a <= 2 for a, b in zip(cuts, cuts[1:])):
                 plans.append([(order[a:b], starts[order[a]]) for a, b in zip(cuts, cuts[1:])])
     assert rows(chunks) == min(rows(plan) for plan in plans)
+
+
+def test_captums_cached_decoding_is_why_the_comparisons_teacher_force(tokenizer, one_thread):
+    """docs/language_models.md, the tutorial and benchmarks/llm_speed.py run Captum's
+    perturbation methods with forward_in_tokens=False: its default, token-by-token decoding
+    with the key-value cache, gives other log-probabilities than its cache-free path with
+    this transformers version. If this fails, Captum's default agrees again: update them."""
+    model = causal_lm("llama", len(tokenizer), torch.float32)
+    inp = TextTokenInput("Dave lives in Palm Coast", tokenizer)
+    fa = LLMAttribution(FeatureAblation(model), tokenizer)
+    cached = fa.attribute(inp, target=TARGET).token_attr
+    cache_free = fa.attribute(inp, target=TARGET, use_cached_outputs=False).token_attr
+    teacher_forced = fa.attribute(inp, target=TARGET, forward_in_tokens=False).token_attr
+    torch.testing.assert_close(teacher_forced, cache_free, rtol=0, atol=1e-5)
+    assert (cached - cache_free).abs().max() > 0.1 * cache_free.abs().max()

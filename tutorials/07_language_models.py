@@ -165,15 +165,21 @@ results["prompt"], results["target"] = eval_prompt, target
 # As in Captum's tutorial: the prompt's tokens are the features (`TextTokenInput`, the
 # `<s>` token skipped), the generated answer is the target. FeatureAblation replaces one
 # token at a time by a baseline token and measures the drop of each target token's
-# log-probability, decoding the target token by token (one forward pass per feature and
-# target token); CD splits every target token's logit into one part per prompt token,
-# all of them in one pass.
+# log-probability (one forward pass per feature, the target teacher forced in it); CD
+# splits every target token's logit into one part per prompt token, all of them in one
+# pass.
+#
+# Captum decodes the target token by token with the key-value cache by default; with
+# transformers 5 that path feeds the whole sequence again at every step on top of the
+# cache, which changes the log-probabilities (and overflows GPT-2's positions on long
+# prompts), so FeatureAblation runs here with `forward_in_tokens=False`: the target in
+# the same pass as the prompt, which gives what the cache-free token-by-token path gives.
 
 # %%
 fa = LLMAttribution(FeatureAblation(model), tokenizer)
 cd = LLMContextualDecomposition(model, tokenizer)
 inp = TextTokenInput(eval_prompt, tokenizer, skip_tokens=["<s>"])
-fa_tokens = fa.attribute(inp, target=target)
+fa_tokens = fa.attribute(inp, target=target, forward_in_tokens=False)
 cd_tokens = cd.attribute(inp, target=target)
 print("prompt tokens:", cd_tokens.input_tokens)
 print("answer tokens:", cd_tokens.output_tokens)
@@ -196,7 +202,7 @@ template = "The film , directed by {} , is {} and {}"
 values = ["Steven Spielberg", "a masterpiece", "it never quite works"]
 template_inp = TextTemplateInput(template, values=values)
 answer = generate(template_inp.to_model_input(), 8)
-fa_values = fa.attribute(template_inp, target=answer)
+fa_values = fa.attribute(template_inp, target=answer, forward_in_tokens=False)
 cd_values = cd.attribute(template_inp, target=answer)
 print(f"{template_inp.to_model_input()!r} -> {answer!r}")
 for name, result in (("FeatureAblation", fa_values), ("CD", cd_values)):
@@ -216,7 +222,7 @@ results["template"] = {"answer": answer, "FeatureAblation": fa_values.seq_attr.t
 
 # %%
 with_baselines = TextTemplateInput(template, values=values, baselines=["Woody Allen", "a film", "it works"])
-fa_reference = fa.attribute(with_baselines, target=answer)
+fa_reference = fa.attribute(with_baselines, target=answer, forward_in_tokens=False)
 print("FeatureAblation against reference values: " + ", ".join(f"{s:+.2f}" for s in fa_reference.seq_attr.tolist()))
 print("CD (no baseline):                         " + ", ".join(f"{s:+.2f}" for s in cd.attribute(with_baselines, target=answer).seq_attr.tolist()))
 
@@ -229,8 +235,8 @@ print("CD (no baseline):                         " + ", ".join(f"{s:+.2f}" for s
 
 # %%
 masked = TextTemplateInput(template, values=values, mask=[0, 1, 1])
-for name, method in (("FeatureAblation", fa), ("CD", cd)):
-    print(f"{name:>16}: " + ", ".join(f"{s:+.2f}" for s in method.attribute(masked, target=answer).seq_attr.tolist()))
+for name, result in (("FeatureAblation", fa.attribute(masked, target=answer, forward_in_tokens=False)), ("CD", cd.attribute(masked, target=answer))):
+    print(f"{name:>16}: " + ", ".join(f"{s:+.2f}" for s in result.seq_attr.tolist()))
 
 
 # %% [markdown]
@@ -265,7 +271,7 @@ methods = {
     "CD (logit)": lambda inp, target: cd.attribute(inp, target=target),
     "CD (log_prob)": lambda inp, target: cd_log_prob.attribute(inp, target=target),
     "LayerIntegratedGradients": lambda inp, target: lig.attribute(inp, target=target),
-    "FeatureAblation": lambda inp, target: fa.attribute(inp, target=target),
+    "FeatureAblation": lambda inp, target: fa.attribute(inp, target=target, forward_in_tokens=False),
 }
 prompts = [" ".join(s.split(" ")[:8]) for s in sst_text("test")[: 6 if QUICK else 40] if len(s.split(" ")) > 10]
 scores = {name: [] for name in methods}
@@ -294,4 +300,4 @@ with open(os.path.join(OUT, "tutorial07_results.json"), "w") as f:
 # the drop of the log-probability when a token is swapped for another), so they agree
 # only in part; CD's log-probability target is the closer of the two to what
 # FeatureAblation measures. CD needs one pass for all the target tokens and every prompt
-# token, FeatureAblation one per prompt token and target token, IG 50 per target token.
+# token, FeatureAblation one per prompt token, IG 50 per target token.
