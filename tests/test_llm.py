@@ -249,6 +249,31 @@ def cd_masks(cd, inp):
     return prompt_features(inp, cd.tokenizer)[1].to(DT)[..., None]
 
 
+class PrefixSums(nn.Module):
+    """A causal language model of one's own: called with input_ids and attention_mask
+    (no use_cache), returning the logits as a tensor."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.embedding, self.head = nn.Embedding(vocab, 16), nn.Linear(16, vocab)
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.head(torch.tanh(self.embedding(input_ids).cumsum(1)))
+
+
+def test_a_model_of_ones_own_called_with_input_ids_and_attention_mask(tokenizer, one_thread):
+    torch.manual_seed(0)
+    model = PrefixSums(len(tokenizer)).to(DT).eval()
+    inp = template_input()
+    relevant, irrelevant = LLMContextualDecomposition(model, tokenizer, layer=model.embedding).decompose(inp, TARGET)
+    target_ids = torch.tensor(tokenizer.encode(TARGET, add_special_tokens=False))
+    ids = torch.tensor([tokenizer(inp.to_model_input())["input_ids"] + target_ids.tolist()])
+    with torch.no_grad():
+        expected = model(ids)[0, -len(target_ids) - 1 : -1][torch.arange(len(target_ids)), target_ids]
+    torch.testing.assert_close(relevant + irrelevant, expected[:, None].expand_as(relevant), rtol=0, atol=1e-10)
+    assert relevant.abs().max() > 1e-3
+
+
 def test_t5_shared_embedding_is_named_in_the_error(one_thread):
     torch.manual_seed(0)
     model = transformers.T5EncoderModel(transformers.T5Config(vocab_size=50, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)).eval()

@@ -111,7 +111,10 @@ class LLMContextualDecomposition(Attribution):
         self._head = head if isinstance(head, nn.Linear) else None
         if attr_target == "log_prob" and self._head is not None and self._head.bias is not None:
             self._head = None  # each logit's bias is split on its own: no mixed row stands for them
-        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in parameters
+        # A model of one's own called with input_ids and attention_mask need not take use_cache.
+        self._cache_flag = {"use_cache": False} if "use_cache" in parameters else {}
         self._cache_argument = cache_argument(model)
         # Decompose a causal model from each chunk's first token on (the prefix from the cache).
         self._crop_prefix = True
@@ -275,10 +278,10 @@ class LLMContextualDecomposition(Attribution):
             if start is None:
                 raise ValueError(f"{type(self.model).__name__}'s config has no decoder_start_token_id to start the decoder with.")
             decoder = torch.cat([prompt.new_tensor([[start]]), target_ids[None, :-1]], dim=1)
-            kwargs = dict(input_ids=prompt, attention_mask=ones(prompt), decoder_input_ids=decoder, use_cache=False)
+            kwargs = dict(input_ids=prompt, attention_mask=ones(prompt), decoder_input_ids=decoder, **self._cache_flag)
             return kwargs, prompt.shape[1]
         sequence = torch.cat([prompt, target_ids[None, :-1]], dim=1)  # the last target token is never input
-        kwargs = dict(input_ids=sequence, attention_mask=ones(sequence), use_cache=False)
+        kwargs = dict(input_ids=sequence, attention_mask=ones(sequence), **self._cache_flag)
         if self._keeps_logits:
             kwargs["logits_to_keep"] = target_ids.numel()
         return kwargs, sequence.shape[1]
