@@ -113,6 +113,34 @@ def test_per_example_text_and_target_forms():
     torch.testing.assert_close(penalty, per_example.mean())
 
 
+def test_text_gradients_are_finite_where_a_step_input_is_zero():
+    """A token whose vector is exactly 0 (a word without co-occurrences in PPMI vectors,
+    not a padding index, so its row gets gradients): an LSTM step's relevant share is 0/0
+    there, and its gradient must be 0, not NaN (a masked NaN still poisons the backward)."""
+    torch.manual_seed(0)
+
+    class ZeroWord(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(20, 6)
+            self.lstm, self.out = nn.LSTM(6, 5, batch_first=True), nn.Linear(5, 2)
+
+        def forward(self, tokens):
+            return self.out(self.lstm(self.embed(tokens))[0][:, -1])
+
+    model = ZeroWord()
+    with torch.no_grad():
+        model.embed.weight[0] = 0.0
+    tokens, labels = torch.tensor([[0, 3, 4, 5], [0, 0, 6, 7]]), torch.tensor([0, 1])
+    decoys = torch.zeros(2, 4)
+    decoys[0, 2], decoys[1, 3] = 1.0, 1.0
+    reg = CDEPRegularizer(model, weight=100.0, layer=model.embed, form="text")
+    logits, penalty = reg.output_and_penalty(tokens, decoys, target=labels)
+    (F.cross_entropy(logits, labels) + penalty).backward()
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+
+
 def test_clear_errors():
     model, x = cnn(), torch.randn(4, 3, 8, 8)
     reg = CDEPRegularizer(model)

@@ -78,7 +78,9 @@ def relevant_share(x: Parts) -> Tensor:
     """``p``: how much of a step's input is relevant, per group and example (0 where the
     whole input is 0, as a bias split gives nothing to a part that is 0)."""
     rel = x.rel.abs().sum(-1, keepdim=True)
-    return (rel / (rel + (x.full - x.rel).abs_().sum(-1, keepdim=True))).nan_to_num_(0.0)
+    total = rel + (x.full - x.rel).abs_().sum(-1, keepdim=True)
+    some = total > 0  # 0/0 would be NaN, and so would its gradient even where masked afterwards
+    return torch.where(some, rel / torch.where(some, total, 1.0), 0.0)
 
 
 def _bias(b_ih: Optional[Tensor], b_hh: Optional[Tensor], like: Tensor):
