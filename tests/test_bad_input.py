@@ -53,6 +53,22 @@ def test_nan_mask(cd):
         cd.decompose(X, torch.full((1, 1, 8, 8), float("nan")))
 
 
+def test_complex_masks_and_relevant_parts(cd):
+    with pytest.raises(TypeError, match="mask 0 is complex"):
+        cd.decompose(X, torch.ones(1, 1, 8, 8, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="real floating-point"):
+        cd.forward_decomposition(X, relevant=torch.ones(1, 2, 1, 8, 8, dtype=torch.complex64))
+
+
+def test_masks_with_no_groups(cd):
+    with pytest.raises(ValueError, match="no groups"):
+        cd.decompose(X, torch.ones(0, 1, 8, 8))
+    with pytest.raises(ValueError, match="G >= 1"):
+        cd.forward_decomposition(X, relevant=torch.ones(0, 2, 1, 8, 8))
+    with pytest.raises(ValueError, match="P >= 1"):
+        cd.interactions(X, torch.ones(0, 1, 8, 8), torch.ones(0, 1, 8, 8), target=0)
+
+
 def test_dtype_mismatch_between_inputs_and_model(cd):
     with pytest.raises(ValueError, match="float64 but the model's parameters are torch.float32"):
         cd.decompose(X.double(), torch.ones(1, 1, 8, 8))

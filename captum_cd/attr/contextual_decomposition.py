@@ -34,6 +34,7 @@ from captum_cd.attr.decomposition import (
 )
 from captum_cd.attr.engines import check_history
 from captum_cd.attr.errors import compiled, compiled_message, DecompositionError, runs_eagerly
+from captum_cd.attr.finite import check_output
 from captum_cd.attr.groups import (
     check_pairs,
     groups_from_ids,
@@ -211,9 +212,18 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         check_inputs(inputs, decomposed=self.layer is None, model=model)
         if (masks is None) == (relevant is None):
             raise ValueError("give exactly one of masks and relevant.")
+        out = self._run(inputs, masks, relevant, args, training, model)
+        # A second pass to find where parts stopped being finite must not move batch statistics.
+        locate = None if training == "batch" else lambda: self._run(inputs, masks, relevant, args, training, model, True)
+        check_output(out, locate)
+        return out
+
+    def _run(self, inputs, masks, relevant, args, training: str, model, check_each_op: bool = False) -> Decomposition:
+        """The model's forward pass on decomposed values, in the call's context."""
         context = DecompositionContext(
             model=model, training=training, stop_at_softmax=self.stop_at_softmax, rules=self.rules,
             caller_hooks=saved_tensor_hooks(), not_recomputable=_NOT_RECOMPUTABLE if self.module_rules else None,
+            check_each_op=check_each_op,
         )
         try:
             with decomposition_context(context), module_rules_installed(self.forward_func, self.module_rules, context):

@@ -332,7 +332,7 @@ def pending_decomposition(
     step, context = owned(step), tuple(map(owned, context))
     if isinstance(base, Decomposition):
         window, background = base._window, base._background
-    if window is not None and (full.shape[-2:] != window.map_size or _binds_map_tensor(step)):
+    if window is not None and (full.shape[-2:] != window.map_size or binds_tensor(step)):
         boxes, background = base.boxes() if isinstance(base, Decomposition) else (base, background)
         base, window, background = place(boxes, window, background=background), None, None
     if isinstance(base, Decomposition):
@@ -359,15 +359,17 @@ def owned(value: Any) -> Any:
     return value
 
 
-def _binds_map_tensor(value: Any) -> bool:
-    # A tensor bound into the step (not passed as context) cannot be cut to the boxes.
+def binds_tensor(value: Any, varies: Callable[[Any], bool] = spans_map) -> bool:
+    """Whether a step binds a tensor for which ``varies`` holds (by default: one that
+    varies over a 2-D map). A tensor bound into the step, not passed as its context, is not
+    cut to boxes or gathered with the parts: such a step must run on the whole value."""
     if isinstance(value, functools.partial):
         value = (*value.args, *value.keywords.values())
     if isinstance(value, dict):
         value = tuple(value.values())
     if isinstance(value, (tuple, list)):
-        return any(_binds_map_tensor(v) for v in value)
-    return spans_map(value)
+        return any(binds_tensor(v, varies) for v in value)
+    return varies(value)
 
 
 CALLERS_HOOKS = object()
@@ -398,6 +400,9 @@ class DecompositionContext:
     groups: Optional[int] = None
     # Where a decomposed value was first read as a constant (a comparison, .item(), ...).
     constant_read: Any = None
+    # Every function's result checked for parts that are not finite where it is
+    # (captum_cd.attr.finite: the pass that finds where they first appeared).
+    check_each_op: bool = False
 
     def close(self) -> None:
         """The call is over: nothing more is collected (a recomputation in backward

@@ -23,6 +23,7 @@ from captum_cd.attr.errors import (
     call_site,
     function_name,
 )
+from captum_cd.attr.finite import check_result
 from captum_cd.attr.rules.registry import RULES, Rule, out_of_place
 
 
@@ -79,6 +80,8 @@ def dispatch(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
                 result = rule(func, args, kwargs)
                 if func in VIEW_FUNCS:
                     mark_view(result, rule, func, args, kwargs)
+                if context.check_each_op:
+                    check_result(func, result, context)
                 return result
             result = rule(base, args, {**kwargs, "inplace": False} if "inplace" in kwargs else kwargs)
         except DecompositionError as error:
@@ -94,7 +97,10 @@ def dispatch(func: Callable, args: tuple, kwargs: Dict[str, Any]) -> Any:
             f"is not decomposed (called in {call_site(context.model)}); write it out of "
             "place (y = x + d instead of x += d)."
         )
-    return target._assign(result)
+    target._assign(result)
+    if context.check_each_op:
+        check_result(func, target, context)
+    return target
 
 
 def _unsupported_message(func: Callable, context: DecompositionContext) -> str:

@@ -5,9 +5,12 @@ family            what it covers
 ================  ==============================================================
 affine            Linear, ConvNd, ConvTransposeNd, addmm, grouped_mm: bias split by
                   magnitude
-activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest);
+activations       ReLU form (piecewise linear, f(0) = 0); Shapley form (the rest),
+                  guarded where a part leaves the domain (sqrt, log1p, exp, ...);
                   functions infinite at 0 (rsqrt, 1/x, log) over their argument's lineage
-pooling           max pooling and max/min along a dim: winners from the full
+shapley           the Shapley form, and the proportional form where it is undefined
+pooling           max pooling, max/min along a dim, topk, sort, kthvalue, median:
+                  the order from the full
 normalization     BatchNorm (eval), LayerNorm, GroupNorm, InstanceNorm, RMSNorm,
                   F.normalize
 stochastic        dropout (identity in eval mode)
@@ -16,6 +19,7 @@ arithmetic        constants (added: a bias; multiplied: linear), residual sums, 
                   gate or statistic (from the full), two full factors (Shapley split)
 lineage           which tensor a value is an elementwise function of
 structural        view, cat, indexing, padding, average pooling, sums, matmul, ...
+statistics        var, std (as written out by hand), logsumexp (weights from the full)
 passthrough       metadata, comparisons, factories, softmax: computed on the full
 recurrent         LSTM (three players, bias first), GRU (derived alike), plain RNN
 attention         probabilities from the full activation, applied to decomposed values
@@ -37,6 +41,7 @@ from captum_cd.attr.rules import (  # noqa: F401  (importing registers the rules
     passthrough,
     pooling,
     recurrent,
+    statistics,
     stochastic,
     structural,
 )

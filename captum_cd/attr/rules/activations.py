@@ -29,10 +29,11 @@ import torch.nn.functional as F
 
 from captum_cd.attr.decomposition import pending_decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
-from captum_cd.attr.rules._util import argument, fulls, is_dec, keep_zeros
+from captum_cd.attr.rules._util import argument, fulls, is_dec
 from captum_cd.attr.rules.arithmetic import singular
 from captum_cd.attr.rules.lineage import extend
 from captum_cd.attr.rules.registry import register_rule
+from captum_cd.attr.rules.shapley import guarded, shapley
 
 T = torch.Tensor
 
@@ -48,15 +49,24 @@ SHAPLEY_FORM = [
     torch.tanh, T.tanh, F.tanh,
     F.gelu, F.silu, F.elu, F.selu, torch.selu, F.celu, torch.celu, F.softplus, F.mish,
     F.hardswish, F.hardsigmoid, F.logsigmoid, F.softsign, F.tanhshrink,
-    torch.exp, T.exp, torch.expm1, T.expm1, torch.erf, T.erf, torch.special.erf,
-    torch.sin, T.sin, torch.cos, T.cos, torch.atan, T.atan, torch.arctan, T.arctan,
-    torch.square, T.square, torch.sinh, T.sinh, torch.asinh, T.asinh, torch.sqrt, T.sqrt,
-    torch.log1p, T.log1p, torch.special.expit,
+    torch.erf, T.erf, torch.special.erf, torch.sin, T.sin, torch.cos, T.cos,
+    torch.atan, T.atan, torch.arctan, T.arctan, torch.square, T.square, torch.asinh, T.asinh,
+    torch.arcsinh, T.arcsinh, torch.special.expit,
 ]  # fmt: skip
-
+# Finite at 0, but the Shapley form may evaluate them outside their domain or where they
+# overflow (a part of 1000 whose other part is -999).
+GUARDED = [
+    torch.sqrt, T.sqrt, torch.log1p, T.log1p, torch.special.log1p, torch.exp, T.exp,
+    torch.special.exp2, torch.exp2, T.exp2, torch.expm1, T.expm1, torch.special.expm1,
+    torch.sinh, T.sinh, torch.cosh, T.cosh, torch.asin, T.asin, torch.arcsin, T.arcsin,
+    torch.acos, T.acos, torch.arccos, T.arccos, torch.atanh, T.atanh, torch.arctanh, T.arctanh,
+    torch.erfinv, T.erfinv, torch.special.erfinv,
+]  # fmt: skip
+# Not finite at 0 (or undefined there).
 SINGULAR = [
     torch.rsqrt, T.rsqrt, torch.reciprocal, T.reciprocal, torch.log, T.log, torch.log2, T.log2,
-    torch.log10, T.log10,
+    torch.log10, T.log10, torch.acosh, T.acosh, torch.arccosh, T.arccosh, torch.logit, T.logit,
+    torch.special.logit,
 ]  # fmt: skip
 CLAMP = [torch.clamp, T.clamp, torch.clip, T.clip]
 POWER = [torch.pow, T.pow, T.__pow__]
@@ -82,24 +92,24 @@ def _relu_step(rel, f):
     return f(rel)
 
 
-def _shapley_step(rel, z, out, f, f0):
-    # 1/2 [f(beta) - f(z - beta)] + 1/2 [out - f(0)]: five passes over the G parts
-    part = torch.sub(f(rel), f(z - rel))  # (out of place: tanh, exp keep their result for backward)
-    return keep_zeros(torch.add(0.5 * (out - f0), part, alpha=0.5), rel)
-
-
 def relu_form(func, args, kwargs):
     """Rule for piecewise-linear activations with ``f(0) = 0``: ``beta' = f(beta)``."""
     x, f = _elementwise(func, args, kwargs)
     return extend(pending_decomposition(f(x.full), x, functools.partial(_relu_step, f=f)), x, f)
 
 
-def shapley_activation(func, args, kwargs):
+def shapley_activation(func, args, kwargs, form=shapley):
     """Rule for any elementwise function: the two-player Shapley form (module docstring)."""
     x, f = _elementwise(func, args, kwargs)
     out = f(x.full)
     f0 = f(x.full.new_zeros(()))
-    return extend(pending_decomposition(out, x, functools.partial(_shapley_step, f=f, f0=f0), x.full, out), x, f)
+    return extend(pending_decomposition(out, x, functools.partial(form, f=f, f0=f0), x.full, out), x, f)
+
+
+def guarded_activation(func, args, kwargs):
+    """Rule for an elementwise function finite at 0 whose Shapley form may leave its domain
+    or overflow: the proportional form there (:mod:`~captum_cd.attr.rules.shapley`)."""
+    return shapley_activation(func, args, kwargs, form=guarded)
 
 
 def clamp(func, args, kwargs):
@@ -114,8 +124,9 @@ def clamp(func, args, kwargs):
 
 
 def power(func, args, kwargs):
-    """``x ** p`` for a constant p: Shapley form for p >= 0; a negative exponent is
-    infinite at 0 (:func:`singular_function`)."""
+    """``x ** p`` for a constant p: Shapley form for p = 0, 1, 2; guarded for other p > 0
+    (a fractional power of a negative part is undefined, a large power may overflow); a
+    negative exponent is infinite at 0 (:func:`singular_function`)."""
     exponent = argument(args, kwargs, 1, "exponent")
     if not isinstance(exponent, (int, float)):
         raise DecompositionError(
@@ -124,7 +135,7 @@ def power(func, args, kwargs):
         )
     if exponent < 0:
         return singular_function(func, args, kwargs)
-    return shapley_activation(func, args, kwargs)
+    return (shapley_activation if exponent in (0, 1, 2) else guarded_activation)(func, args, kwargs)
 
 
 def singular_function(func, args, kwargs):
@@ -163,6 +174,7 @@ def hardtanh(func, args, kwargs):
 
 register_rule(RELU_FORM, relu_form)
 register_rule(SHAPLEY_FORM, shapley_activation)
+register_rule(GUARDED, guarded_activation)
 register_rule(CLAMP, clamp)
 register_rule(POWER, power)
 register_rule(SINGULAR, singular_function)

@@ -42,6 +42,7 @@ from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import align, argument, fulls, is_dec, split_bias
 from captum_cd.attr.rules.lineage import common_root, compose, extend, lineage, shapley_of_root, with_lineage
 from captum_cd.attr.rules.registry import register_rule
+from captum_cd.attr.rules.shapley import guarded
 from captum_cd.attr.windows import DENSE_SHARE, place, union
 
 T = torch.Tensor
@@ -122,7 +123,7 @@ def _product(a: Decomposition, b: Decomposition, out, op) -> Decomposition:
     """``op(a, b)`` (mul or div) of two decomposed values: the three cases of the docstring."""
     lin = common_root(a, b, op)
     if lin is not None and out.shape == a.full.shape:
-        return with_lineage(Decomposition(out, shapley_of_root(lin, out)), lin)
+        return with_lineage(Decomposition(out, shapley_of_root(lin, out, form=guarded)), lin)
     a_full, b_full = a.full.shape == out.shape, b.full.shape == out.shape
     if a_full and not b_full:  # b is a gate or statistic from the full activation
         return Decomposition(out, op(a.rel, b.full))
@@ -167,7 +168,8 @@ def _divide_into(rel, dividend):
 def singular(out, x: Decomposition, step, name: str) -> Decomposition:
     """``step(x)`` for a function infinite at 0 (``1/x``, ``rsqrt``, ``log``): the Shapley
     form needs ``f(0)``, so it is applied to the function of the tensor ``x`` comes from
-    (``1 / (1 + exp(-x))`` is finite at 0); a raw activation has no decomposition through
+    (``1 / (1 + exp(-x))`` is finite at 0), guarded where it leaves the domain
+    (:mod:`~captum_cd.attr.rules.shapley`); a raw activation has no decomposition through
     it, but its result can still serve as a gate or statistic (product rule 2)."""
     if out.shape != x.full.shape:
         raise DecompositionError(f"{name} of a decomposed value broadcast to a larger shape has no rule.")
@@ -175,22 +177,20 @@ def singular(out, x: Decomposition, step, name: str) -> Decomposition:
     # The step replaces x's own: x's unmaterialised parts only hold the place.
     placeholder, _ = x.lazy_parts()
     base = lineage(x)
-    if base.root is x:  # a raw activation: step(0) is infinite
-        return Decomposition(out, placeholder, ((functools.partial(_no_decomposition, name=name), ()),))
     lin = base._replace(fn=functools.partial(compose, step, base.fn))
-    return with_lineage(Decomposition(out, placeholder, ((functools.partial(_lazy_shapley, lin=lin, out=out), ()),)), lin)
+    lazy = functools.partial(_lazy_shapley, lin=lin, out=out, name=name)
+    return with_lineage(Decomposition(out, placeholder, ((lazy, ()),)), lin)
 
 
-def _lazy_shapley(unused, lin, out):
-    return shapley_of_root(lin, out)
-
-
-def _no_decomposition(unused, name):
-    raise DecompositionError(
-        f"{name} of a decomposed activation has no decomposition: it is infinite at 0. Its result "
-        "can be a statistic (a factor broadcast against a decomposed value, as in RMSNorm) or a "
-        "function of an expression finite at 0 (1 / (1 + exp(-x))), not a value of its own."
-    )
+def _lazy_shapley(unused, lin, out, name):
+    if not torch.isfinite(lin.fn(lin.root_full.new_zeros(()))):  # (one number, read only if the parts are)
+        raise DecompositionError(
+            f"{name} of a decomposed activation has no decomposition: it is infinite at 0 (or undefined there). Its "
+            "result can be a statistic (a factor broadcast against a decomposed value, as in "
+            "RMSNorm) or a function of an expression finite at 0 (1 / (1 + exp(-x))), not a "
+            "value of its own."
+        )
+    return shapley_of_root(lin, out, form=guarded)
 
 
 def neg(func, args, kwargs):

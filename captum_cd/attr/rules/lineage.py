@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from captum_cd.attr.decomposition import Decomposition, owned
-from captum_cd.attr.rules._util import keep_zeros
+from captum_cd.attr.rules.shapley import shapley
 
 Fn = Callable[[Tensor], Tensor]
 
@@ -71,13 +71,12 @@ def common_root(a: Decomposition, b: Decomposition, op: Callable[[Tensor, Tensor
     return Lineage(la.root, la.root_full, functools.partial(_combine, op, la.fn, lb.fn), None)
 
 
-def shapley_of_root(lin: Lineage, out: Tensor) -> Tensor:
+def shapley_of_root(lin: Lineage, out: Tensor, form: Callable = shapley) -> Tensor:
     """``1/2 [h(beta) - h(0) + h(z) - h(z - beta)]`` for ``h`` the lineage's function,
-    ``beta`` the root's relevant parts and ``out = h(z)`` the activation."""
-    z, beta = lin.root_full, lin.root.rel
-    h0 = lin.fn(z.new_zeros(()))
-    part = torch.sub(lin.fn(beta), lin.fn(z - beta))
-    return keep_zeros(torch.add(0.5 * (out - h0), part, alpha=0.5), beta)
+    ``beta`` the root's relevant parts and ``out = h(z)`` the activation (or ``form``'s
+    variant of it, :mod:`~captum_cd.attr.rules.shapley`)."""
+    z = lin.root_full
+    return form(lin.root.rel, z, out, lin.fn, lin.fn(z.new_zeros(())))
 
 
 def with_lineage(out: Decomposition, lin: Lineage) -> Decomposition:

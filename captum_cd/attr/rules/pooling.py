@@ -11,11 +11,13 @@ gather, so it is gathered along and runs on the pooled elements only.
 Average pooling is linear: see :mod:`captum_cd.attr.rules.structural`.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.decomposition import binds_tensor, Decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, is_dec, pair
 from captum_cd.attr.rules.registry import register_rule
@@ -94,9 +96,15 @@ def max_pool(func, args, kwargs):
     # Gather the unmaterialised relevant part and the pending steps' context, then keep
     # the steps pending: they run on the pooled elements.
     rel, steps = x.lazy_parts()
+    if any(binds_tensor(step, functools.partial(_varies_over, n=n)) for step, _ in steps):
+        rel, steps = x.rel, ()  # (a step over a whole tensor: a Shapley form over a lineage)
     pending = tuple((step, tuple(gather_at(c, indices, shape, n) for c in context)) for step, context in steps)
     pooled = Decomposition(out, gather_at(rel, indices, shape, n), pending)
     return (pooled, indices) if wants_indices else pooled
+
+
+def _varies_over(t: object, n: int) -> bool:
+    return isinstance(t, Tensor) and t.ndim >= n and any(s != 1 for s in t.shape[-n:])
 
 
 def _max_pool_in_windows(x: Decomposition, out: Tensor, indices: Tensor, args, kwargs) -> Decomposition:
@@ -166,5 +174,36 @@ def select_along_dim(func, args, kwargs):
     return torch.return_types.max((values, indices)) if name == "max" else torch.return_types.min((values, indices))
 
 
+def select_in_order(func, args, kwargs):
+    """``topk``, ``sort``, ``kthvalue``, ``median``/``nanmedian``/``mode`` along a dimension:
+    the order is the full activation's, and the values gather both parts at its indices
+    (which, like ``argsort``'s, are constants)."""
+    x = args[0] if args else kwargs.get("input")
+    if not isinstance(x, Decomposition) or any(is_dec(a) for a in list(args[1:]) + list(kwargs.values())):
+        raise DecompositionError(f"{function_name(func)}: only the first argument may be decomposed.")
+    result = func(x.full, *args[1:], **{k: v for k, v in kwargs.items() if k != "input"})
+    if isinstance(result, Tensor):  # a global median: no index to gather at
+        raise DecompositionError(
+            f"{function_name(func)} of a whole decomposed tensor has no rule: give the dimension "
+            "(x.median(dim=-1)), whose indices say which element each part takes its value from."
+        )
+    values, indices = result
+    dim = _selection_dim(func, args, kwargs) % x.full.ndim
+    kept = indices if indices.ndim == x.full.ndim else indices.unsqueeze(dim)  # keepdim=False drops dim
+    rel = gather_last(x.rel.movedim(dim + 1, -1), kept.movedim(dim, -1).expand(x.groups, *kept.movedim(dim, -1).shape))
+    rel = rel.movedim(-1, dim + 1)
+    if indices.ndim != x.full.ndim:
+        rel = rel.squeeze(dim + 1)
+    return type(result)((Decomposition(values, rel), indices))
+
+
+def _selection_dim(func, args, kwargs) -> int:
+    """The dimension ``func`` selects along: after ``k`` for topk and kthvalue."""
+    position = 2 if func.__name__ in ("topk", "kthvalue") else 1
+    return argument(args, kwargs, position, "dim", -1)
+
+
 register_rule(MAX_POOL, max_pool)
+register_rule([torch.topk, T.topk, torch.sort, T.sort, torch.kthvalue, T.kthvalue, torch.median, T.median,
+               torch.nanmedian, T.nanmedian, torch.mode, T.mode], select_in_order)
 register_rule(SELECT_ALONG_DIM, select_along_dim)

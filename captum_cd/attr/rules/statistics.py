@@ -1,0 +1,103 @@
+r"""Statistics of a decomposed value along dimensions: variance, standard deviation, log-sum-exp.
+
+- ``var`` (and ``std``, ``var_mean``, ``std_mean``) is decomposed as it reads written out
+  by hand, ``sum((z - mean z)^2) / (n - correction)``: the square's Shapley form is
+  ``(z - mean z)(beta - mean beta)``, so the variance's relevant part is
+  ``sum((z - mean z) beta) / (n - correction)``, the part's covariance with the whole.
+  ``std`` is its square root, in the guarded Shapley form (:mod:`~captum_cd.attr.rules.shapley`:
+  the variance's parts may be negative). Both are lazy: as the statistic of a hand-written
+  normalisation, ``(x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)``, only the
+  full value is used (product rule 2), as LayerNorm's statistics are.
+- ``logsumexp(z) = sum_i p_i z_i + H(p)`` with ``p = softmax(z)`` and ``H`` its entropy: the
+  linear term with the weights of the full activation (as attention's probabilities and
+  the log-softmax of a language model's logits are treated), and the constant ``H`` to the
+  irrelevant part, as the Shapley form gives ``f(0)`` to it.
+"""
+
+import functools
+import math
+
+import torch
+from torch import Tensor
+
+from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.errors import DecompositionError, function_name
+from captum_cd.attr.rules._util import argument, is_dec, zero_rel
+from captum_cd.attr.rules.registry import register_rule
+from captum_cd.attr.rules.shapley import guarded
+from captum_cd.attr.rules.structural import reduction
+
+T = torch.Tensor
+VARIANCE = [torch.var, T.var, torch.std, T.std]
+WITH_MEAN = [torch.var_mean, torch.std_mean]
+LOGSUMEXP = [torch.logsumexp, T.logsumexp, torch.special.logsumexp]
+
+
+def _spread_arguments(x: Decomposition, args: tuple, kwargs: dict):
+    """``(dims, correction, keepdim)`` from any of ``var``'s signatures: ``(x, dim=None, *,
+    correction=1, keepdim=False)``, ``(x, dim, unbiased, keepdim)``, ``(x, unbiased)``."""
+    rest, kwargs = list(args[1:]), dict(kwargs)
+    unbiased = kwargs.pop("unbiased", None)
+    if rest and isinstance(rest[0], bool):
+        unbiased = rest.pop(0)
+    dim = rest.pop(0) if rest else kwargs.pop("dim", None)
+    if rest:
+        unbiased = rest.pop(0)
+    keepdim = rest.pop(0) if rest else kwargs.pop("keepdim", False)
+    correction = kwargs.pop("correction", None)
+    if correction is None:
+        correction = 0 if unbiased is False else 1
+    ndim = x.full.ndim
+    dims = tuple(range(ndim)) if dim is None or dim == () or dim == [] else (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(d % max(ndim, 1) for d in dims), correction, keepdim
+
+
+def _covariance_step(unused: Tensor, x: Decomposition, dims, correction, keepdim) -> Tensor:
+    """The variance's relevant part: ``sum((z - mean z) beta) / (n - correction)``."""
+    full = x.full
+    centred = full - full.mean(dim=dims, keepdim=True)
+    n = math.prod(full.shape[d] for d in dims)
+    return (centred * x.rel).sum(dim=[d + 1 for d in dims], keepdim=keepdim) / (n - correction)
+
+
+def _sqrt(t: Tensor) -> Tensor:
+    return torch.sqrt(t)
+
+
+def variance(func, args, kwargs):
+    """``var``/``std`` (module docstring): lazy, as the statistics of LayerNorm are."""
+    x = args[0] if args else kwargs.get("input")
+    if not is_dec(x) or any(is_dec(a) for a in list(args[1:]) + list(kwargs.values())):
+        raise DecompositionError(f"{function_name(func)}: only the first argument may be decomposed.")
+    out = func(x.full, *args[1:], **{k: v for k, v in kwargs.items() if k != "input"})
+    dims, correction, keepdim = _spread_arguments(x, args, {k: v for k, v in kwargs.items() if k != "input"})
+    steps = [(functools.partial(_covariance_step, x=x, dims=dims, correction=correction, keepdim=keepdim), ())]
+    if func in (torch.std, T.std):
+        var = torch.var(x.full, dim=dims, correction=correction, keepdim=keepdim)
+        steps.append((functools.partial(guarded, f=_sqrt, f0=var.new_zeros(())), (var, out)))
+    return Decomposition(out, zero_rel(out, x.groups), steps)
+
+
+def variance_and_mean(func, args, kwargs):
+    """``var_mean``/``std_mean``: the spread as :func:`variance`, the mean as the reduction."""
+    x = args[0] if args else kwargs.get("input")
+    spread = variance(torch.var if func is torch.var_mean else torch.std, args, kwargs)
+    dims, _, keepdim = _spread_arguments(x, args, {k: v for k, v in kwargs.items() if k != "input"})
+    return spread, reduction(torch.mean, (x,), {"dim": dims, "keepdim": keepdim})
+
+
+def logsumexp(func, args, kwargs):
+    """``logsumexp`` along ``dim`` (module docstring): ``sum_i p_i beta_i``, ``p`` from the full."""
+    x = args[0] if args else kwargs.get("input")
+    dim, keepdim = argument(args, kwargs, 1, "dim"), argument(args, kwargs, 2, "keepdim", False)
+    if not is_dec(x) or dim is None:
+        raise DecompositionError(f"{function_name(func)}: only a decomposed input along given dimensions has a rule.")
+    out = func(x.full, dim, keepdim)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    weights = torch.exp(x.full - torch.logsumexp(x.full, dims, keepdim=True))  # softmax over dims
+    return Decomposition(out, (weights * x.rel).sum(dim=[d % x.full.ndim + 1 for d in dims], keepdim=keepdim))
+
+
+register_rule(VARIANCE, variance)
+register_rule(WITH_MEAN, variance_and_mean)
+register_rule(LOGSUMEXP, logsumexp)
