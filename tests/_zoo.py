@@ -67,6 +67,25 @@ def assert_complete_and_on_scale(rel: torch.Tensor, irr: torch.Tensor, out: torc
     assert 0.05 * scale < largest < 20 * scale, (float(largest), float(scale))
 
 
+# float32 against float64 (docs/guarantees.md): CD's float32 error, the largest deviation of
+# a relevant part from float64 relative to the output's scale, is at most this multiple of
+# the model's own float32 error (measured up to ~3e4 on the CNNs with batch norm of this
+# zoo, ~1 on the transformers: benchmarks/precision.py).
+F32_MULTIPLE = 1e5
+
+
+def assert_float32_agrees(model: nn.Module, rel64: torch.Tensor, out64: torch.Tensor, decompose) -> None:
+    """``decompose(model)`` gives ``(relevant, output)`` in float32 after ``model.float()``
+    (in place: the test's own model)."""
+    model.float()
+    with torch.no_grad():
+        rel32, out32 = (t.detach().double() for t in decompose(model))
+    scale = float(out64.abs().max())
+    own = float((out32 - out64).abs().max()) / scale
+    cd = float((rel32 - rel64.detach()).abs().max()) / scale
+    assert cd <= F32_MULTIPLE * max(own, 2.0**-24), (cd, own)
+
+
 def keep_beta_product(func, args, kwargs):
     """The product rule the library had before (only ``beta_a * beta_b`` relevant, also
     for gates), to show what the scale check catches."""

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _rules import decompose, DT, Lambda
-from captum_cd import ContextualDecomposition, DecompositionError
+from captum_cd import ContextualDecomposition
 
 
 def _data(seed=0):
@@ -88,10 +88,11 @@ def test_selection_gathers_both_parts_in_the_full_activations_order(name):
     assert torch.equal(rel, expected)
 
 
-def test_a_global_median_is_refused_naming_the_dimension_to_give():
+def test_the_median_of_a_whole_tensor_is_the_element_it_is():
     x, masks = _data(5)
-    with pytest.raises(DecompositionError, match="give the dimension"):
-        ContextualDecomposition(Lambda(lambda t: t.median())).decompose(x, masks)
+    rel, _ = decompose(Lambda(lambda t: t.median() * torch.ones(3, 1, dtype=DT)), x, masks)
+    index = x.flatten().median(0).indices
+    assert torch.equal(rel[..., 0], (masks[:, None] * x).flatten(1)[:, index, None].expand(4, 3))
 
 
 def test_a_hand_written_sigmoid_before_max_pooling_equals_the_sigmoid():

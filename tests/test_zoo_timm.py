@@ -4,7 +4,7 @@ are: complete, group scores on the scale of the output, the model unchanged."""
 import pytest
 import torch
 
-from _zoo import assert_complete_and_on_scale, assert_unchanged, calibrate_batch_norm, DT, randomise_zero_weights, snapshot
+from _zoo import assert_complete_and_on_scale, assert_float32_agrees, assert_unchanged, calibrate_batch_norm, DT, randomise_zero_weights, snapshot
 from captum_cd import ContextualDecomposition
 
 timm = pytest.importorskip("timm")  # in the test extra; optional for users
@@ -56,4 +56,7 @@ def test_timm_model_is_complete_and_on_scale(name, one_thread):
     rel, irr = ContextualDecomposition(model).decompose(x[:2], masks)
     assert_unchanged(model, before)
     with torch.no_grad():
-        assert_complete_and_on_scale(rel, irr, model(x[:2]))
+        out = model(x[:2])
+    assert_complete_and_on_scale(rel, irr, out)
+    x32 = x[:2].float()
+    assert_float32_agrees(model, rel, out, lambda m: (ContextualDecomposition(m).decompose(x32, masks.float())[0], m(x32)))

@@ -10,6 +10,7 @@ import torch
 
 from _zoo import (
     assert_complete_and_on_scale,
+    assert_float32_agrees,
     assert_unchanged,
     calibrate_batch_norm,
     DT,
@@ -61,6 +62,8 @@ def test_torchvision_model_is_complete_and_on_scale(name, one_thread):
     calibrate_batch_norm(model, x)
     rel, irr, out = _decompose(model, x[:2])
     assert_complete_and_on_scale(rel, irr, out)
+    x32 = x[:2].float()
+    assert_float32_agrees(model, rel, out, lambda m: (ContextualDecomposition(m).decompose(x32, _halves().float())[0], m(x32)))
 
 
 def test_squeeze_and_excitation_gates_no_longer_erase_relevance(one_thread):

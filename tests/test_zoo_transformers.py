@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from _rules import Lambda
-from _zoo import assert_complete_and_on_scale, assert_unchanged, DT, snapshot
+from _zoo import assert_complete_and_on_scale, assert_float32_agrees, assert_unchanged, DT, snapshot
 from captum_cd import ContextualDecomposition, token_masks
 
 transformers = pytest.importorskip("transformers")  # in the test extra; optional for users
@@ -84,6 +84,9 @@ def test_decoder_is_complete_with_and_without_cache_and_on_both_attention_paths(
     # two paths differ in the model's own output by ~1e-8; CD may differ by that much.
     own = (out_eager - out_sdpa).abs().max()
     torch.testing.assert_close(rel_eager, rel_sdpa, rtol=0, atol=float(100 * own + 1e-12))
+    wrapper32 = NextTokenLogits(model, use_cache=False)  # the sdpa model, in float32
+    decompose32 = lambda m: (_decompose(m, wrapper32, ids, attention_mask, masks.float())[0], wrapper32(ids, attention_mask))  # noqa: E731
+    assert_float32_agrees(model, rel_sdpa, out_sdpa, decompose32)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])

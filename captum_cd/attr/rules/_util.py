@@ -94,14 +94,19 @@ def _split(u: Tensor, linear: Tensor, bias: Any, biased: bool) -> Tensor:
 
 
 def _split_bias_value(u: Tensor, linear: Tensor, bias: Tensor) -> Tensor:
-    # At most two G-sized temporaries beside u: |u| becomes the share, then the result.
+    # Two G-sized temporaries beside u (there were three): |u| becomes the share, then the result.
     share = u.abs()
     total = (linear - u).abs_().add_(share)
     share = share.div_(total).nan_to_num_(0.0)  # 0/0 (both parts 0): none of the bias
     del total
-    if torch.broadcast_shapes(share.shape, bias.shape) == share.shape and bias.dtype == share.dtype:
+    if bias.dtype == share.dtype and _fits_into(bias.shape, share.shape):
         return torch.addcmul(u, bias, share, out=share)
     return torch.addcmul(u, bias, share)
+
+
+def _fits_into(shape: torch.Size, into: torch.Size) -> bool:
+    """Whether a tensor of ``shape`` broadcasts against ``into`` without growing it."""
+    return len(shape) <= len(into) and all(a in (1, b) for a, b in zip(reversed(shape), reversed(into)))
 
 
 class _SplitBias(torch.autograd.Function):

@@ -14,10 +14,14 @@ symmetric in the two parts.
 Both run lazily (see :mod:`captum_cd.attr.decomposition`), so a max pool that follows
 runs them on the pooled elements only.
 
+Functions whose Shapley form may evaluate them outside their domain or where they
+overflow (``sqrt``, ``log1p``, ``exp``, ``asin``, fractional powers, ...) take the
+proportional form where it does (:mod:`~captum_cd.attr.rules.shapley`).
+
 Functions infinite at 0 (``rsqrt``, ``reciprocal``, ``log``, negative powers) have no
 ``f(0)``: they take the Shapley form of the whole elementwise expression they end
 (``rsqrt(var + eps)``, ``1 / (1 + exp(-x))``, see :mod:`~captum_cd.attr.rules.lineage`),
-computed only if it is needed; applied to a raw activation, their result may serve as a
+computed only if it is needed and guarded as above; applied to a raw activation, their result may serve as a
 statistic (a factor broadcast against a decomposed value, RMSNorm's ``rsqrt``) and is an
 error as a value of its own.
 """

@@ -175,18 +175,17 @@ def select_along_dim(func, args, kwargs):
 
 
 def select_in_order(func, args, kwargs):
-    """``topk``, ``sort``, ``kthvalue``, ``median``/``nanmedian``/``mode`` along a dimension:
+    """``topk``, ``sort``, ``kthvalue``, ``median``/``nanmedian``/``mode`` along a dimension
+    (or the median of the whole tensor):
     the order is the full activation's, and the values gather both parts at its indices
     (which, like ``argsort``'s, are constants)."""
     x = args[0] if args else kwargs.get("input")
     if not isinstance(x, Decomposition) or any(is_dec(a) for a in list(args[1:]) + list(kwargs.values())):
         raise DecompositionError(f"{function_name(func)}: only the first argument may be decomposed.")
     result = func(x.full, *args[1:], **{k: v for k, v in kwargs.items() if k != "input"})
-    if isinstance(result, Tensor):  # a global median: no index to gather at
-        raise DecompositionError(
-            f"{function_name(func)} of a whole decomposed tensor has no rule: give the dimension "
-            "(x.median(dim=-1)), whose indices say which element each part takes its value from."
-        )
+    if isinstance(result, Tensor):  # the median of the whole tensor: the element it is
+        index = func(x.full.flatten(), 0).indices
+        return Decomposition(result, x.rel.flatten(1)[:, index])
     values, indices = result
     dim = _selection_dim(func, args, kwargs) % x.full.ndim
     kept = indices if indices.ndim == x.full.ndim else indices.unsqueeze(dim)  # keepdim=False drops dim
