@@ -60,13 +60,15 @@ def test_complex_masks_and_relevant_parts(cd):
         cd.forward_decomposition(X, relevant=torch.ones(1, 2, 1, 8, 8, dtype=torch.complex64))
 
 
-def test_masks_with_no_groups(cd):
-    with pytest.raises(ValueError, match="no groups"):
-        cd.decompose(X, torch.ones(0, 1, 8, 8))
-    with pytest.raises(ValueError, match="G >= 1"):
-        cd.forward_decomposition(X, relevant=torch.ones(0, 2, 1, 8, 8))
-    with pytest.raises(ValueError, match="P >= 1"):
-        cd.interactions(X, torch.ones(0, 1, 8, 8), torch.ones(0, 1, 8, 8), target=0)
+def test_masks_with_no_groups_give_an_empty_decomposition(cd):
+    """G = 0 is a meaning, not an error: no groups, nothing decomposed (as FeatureAblation
+    gives an input without features empty attributions); the shapes are still checked."""
+    rel, irrel = cd.decompose(X, torch.ones(0, 1, 8, 8))
+    assert rel.shape == irrel.shape == (0, 2, 3)
+    assert cd.forward_decomposition(X, relevant=torch.ones(0, 2, 1, 8, 8)).rel.shape == (0, 2, 3)
+    assert cd.interactions(X, torch.ones(0, 1, 8, 8), torch.ones(0, 1, 8, 8), target=0).shape == (0, 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        cd.decompose(X, torch.ones(0, 1, 7, 8))
 
 
 def test_dtype_mismatch_between_inputs_and_model(cd):

@@ -36,6 +36,8 @@ from captum_cd.attr.engines import check_history
 from captum_cd.attr.errors import compiled, compiled_message, DecompositionError, runs_eagerly
 from captum_cd.attr.finite import check_output
 from captum_cd.attr.groups import (
+    as_tensors,
+    check_masks,
     check_pairs,
     groups_from_ids,
     largest_over_groups,
@@ -212,6 +214,11 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
         check_inputs(inputs, decomposed=self.layer is None, model=model)
         if (masks is None) == (relevant is None):
             raise ValueError("give exactly one of masks and relevant.")
+        if _no_groups(masks if relevant is None else relevant):  # an empty decomposition, as G = 0 asks
+            if self.layer is None and relevant is None:
+                check_masks(as_tensors(masks, "masks"), inputs, "inputs")
+            out = self.forward_func(*inputs, *args)
+            return Decomposition(out, out.new_zeros((0, *out.shape)))
         out = self._run(inputs, masks, relevant, args, training, model)
         # A second pass to find where parts stopped being finite must not move batch statistics.
         locate = None if training == "batch" else lambda: self._run(inputs, masks, relevant, args, training, model, True)
@@ -556,7 +563,7 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
             stacked.append(torch.cat([torch.maximum(a, b), a, b]))
         out = self.forward_decomposition(inputs, tuple(stacked), additional_forward_args)
         scores = out.rel if target is None else target_scores(out.rel, out.full, target)
-        union, alone_a, alone_b = scores.split(pairs)
+        union, alone_a, alone_b = scores.unflatten(0, (3, pairs))
         return union - alone_a - alone_b
 
     # ------------------------------------------------------------------ internals
@@ -589,6 +596,12 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _no_groups(parts) -> bool:
+    """Whether masks or relevant parts (a tensor or a tuple) hold no group (G = 0)."""
+    first = parts[0] if isinstance(parts, tuple) and parts else parts
+    return isinstance(first, Tensor) and first.ndim > 0 and first.shape[0] == 0
 
 
 def check_no_baselines(baselines: object, method: str) -> None:

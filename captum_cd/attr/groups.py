@@ -53,9 +53,9 @@ def check_pairs(masks_a: Tuple[Tensor, ...], masks_b: Tuple[Tensor, ...]) -> int
     if len(masks_a) != len(masks_b):
         raise ValueError(f"masks_a has {len(masks_a)} masks and masks_b {len(masks_b)}; give one per input in both.")
     rows = {m.shape[0] if m.ndim else None for m in masks_a + masks_b}
-    if len(rows) != 1 or None in rows or rows == {0}:
+    if len(rows) != 1 or None in rows:
         raise ValueError(
-            f"masks_a and masks_b need the same number of rows P >= 1 (one per pair) in dimension 0; got "
+            f"masks_a and masks_b need the same number of rows P (one per pair) in dimension 0; got "
             f"shapes {[tuple(m.shape) for m in masks_a]} and {[tuple(m.shape) for m in masks_b]}."
         )
     return rows.pop()
@@ -71,8 +71,8 @@ def relevant_parts(targets: Tuple[Tensor, ...], masks, relevant, what: str = "in
         if len(parts) != len(targets):
             raise ValueError(f"got {len(parts)} relevant parts for {len(targets)} {what}; give one per input.")
         for i, (r, x) in enumerate(zip(parts, targets)):
-            if r.ndim != x.ndim + 1 or r.shape[1:] != x.shape or r.shape[0] == 0:
-                raise ValueError(f"relevant part {i} has shape {tuple(r.shape)}; expected (G, *{tuple(x.shape)}) with G >= 1.")
+            if r.ndim != x.ndim + 1 or r.shape[1:] != x.shape:
+                raise ValueError(f"relevant part {i} has shape {tuple(r.shape)}; expected (G, *{tuple(x.shape)}).")
             if r.is_complex() or not r.is_floating_point():
                 raise TypeError(f"relevant part {i} has dtype {r.dtype}; relevant parts are real floating-point tensors.")
     context = current_context()
@@ -327,8 +327,6 @@ def check_masks(masks: Tuple[Tensor, ...], targets: Tuple[Tensor, ...], what: st
     groups = {m.shape[0] if m.ndim else None for m in masks}
     if len(groups) != 1 or None in groups:
         raise ValueError(f"every mask needs the same number of groups G in dimension 0; got shapes {[tuple(m.shape) for m in masks]}.")
-    if groups == {0}:
-        raise ValueError(f"the masks have no groups (shapes {[tuple(m.shape) for m in masks]}); give at least one group, G >= 1.")
     shaped = []
     for i, (m, x) in enumerate(zip(masks, targets)):
         if not isinstance(m, Tensor):
