@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p outputs/benchmarks
-for name in "${@:-cd_speed text_speed cd_memory scale_speed locality_bound attribute_passes acd_speed trim_table2 cdep_cost sst_reality cdep_experiments awd_simulation}"; do
+for name in "${@:-cd_speed text_speed cd_memory scale_speed locality_bound attribute_passes acd_speed trim_table2 cdep_cost sst_reality cdep_experiments awd_simulation precision}"; do
   for bench in $name; do
     echo "== $bench"
     .venv/bin/python "benchmarks/$bench.py" | tee "outputs/benchmarks/$bench.txt"

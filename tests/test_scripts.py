@@ -261,3 +261,12 @@ def test_llm_speed_quick(tmp_path):
                 rounding = 0.05 + (seconds / base) * (0.05 / base + 0.05 / seconds) * 1.01
                 assert seconds > 0 and abs(ratio - seconds / base) <= rounding, row
 
+
+
+def test_precision_quick():
+    """float32 against float64 on three zoo models: a row each, the ratios the quotients."""
+    rows = [line.split("|")[1:-1] for line in run("benchmarks/precision.py", "--quick").splitlines() if line.startswith("| torchvision")]
+    assert [r[0].strip() for r in rows] == ["torchvision resnet18", "torchvision mobilenet_v2", "torchvision vit (2 layers, width 64)"]
+    for name, model, cd, ratio, l2, moved in rows:
+        assert abs(number(ratio) - number(cd) / max(number(model), 2.0**-24)) <= 0.06 * number(ratio) + 1, name
+        assert number(cd) <= 1e5 * max(number(model), 2.0**-24)  # the bound the zoo tests hold
