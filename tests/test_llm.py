@@ -11,6 +11,7 @@ from torch import nn
 
 from _zoo import assert_unchanged, snapshot
 from captum_cd import ContextualDecomposition, LLMContextualDecomposition
+from captum_cd.attr.llm_contextual_decomposition import scores_from_full
 
 matplotlib.use("Agg")
 transformers = pytest.importorskip("transformers")
@@ -105,6 +106,8 @@ def test_every_target_token_from_one_pass_equals_a_pass_per_token(name, attr_tar
     model = causal_lm(name, len(tokenizer))
     before = snapshot(model)
     cd = LLMContextualDecomposition(model, tokenizer, attr_target=attr_target)
+    # queries and keys taken as constants in Llama's family (the reference decomposes them)
+    assert len(scores_from_full(model)) == (0 if name == "gpt2" else 4)
     result = cd.attribute(template_input(), target=TARGET)
     assert_unchanged(model, before)
     expected = reference(model, tokenizer, PIECES, TARGET, attr_target)

@@ -104,7 +104,8 @@ class LLMContextualDecomposition(Attribution):
         self.model, self.tokenizer, self.attr_target = model, tokenizer, attr_target
         self.encoder_decoder = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
         self.layer = layer if layer is not None else input_embedding(model, self.encoder_decoder)
-        self.rules, self.module_rules = dict(rules or {}), dict(module_rules or {})
+        self.rules = dict(rules or {})
+        self.module_rules = {**scores_from_full(model), **(module_rules or {})}
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         # Read the target logits off the output layer's input where the model returns that
         # layer's output as it is (learnt on the first pass); else decompose the logits.
@@ -362,6 +363,30 @@ class LLMContextualDecomposition(Attribution):
         if probabilities is not None:
             full_logits = full_logits.log_softmax(-1)
         return score.rel[:, 0], full_logits[positions, target_ids]
+
+
+# Softmax attention of transformers whose query and key projections only set the
+# attention weights (checked against decompositions without this, in the tests).
+SOFTMAX_ATTENTION = ("LlamaAttention", "MistralAttention", "Qwen2Attention")
+
+
+def scores_from_full(model: nn.Module) -> Dict[nn.Module, Any]:
+    """Module rules that answer the query and key projections of :data:`SOFTMAX_ATTENTION`
+    modules with their ordinary output: CD takes attention weights from the full
+    activations, so the relevant parts of queries and keys are never read, and computing
+    them (two of the four projections, and their rotary embedding) would be wasted."""
+    rules = {}
+    for module in model.modules():
+        if type(module).__name__ in SOFTMAX_ATTENTION and type(module).__module__.startswith("transformers."):
+            for name in ("q_proj", "k_proj"):
+                projection = getattr(module, name, None)
+                if isinstance(projection, nn.Linear):
+                    rules[projection] = _ordinary_linear
+    return rules
+
+
+def _ordinary_linear(module: nn.Linear, x: Any, *args: Any, **kwargs: Any) -> Tensor:
+    return F.linear(x.full, module.weight, module.bias)
 
 
 def _rows(chunks: List[Tuple[List[int], int]], length: int) -> int:
