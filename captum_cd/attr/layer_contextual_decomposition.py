@@ -17,8 +17,9 @@ class LayerContextualDecomposition(DecompositionAttribution, LayerAttribution):
     Contextual decomposition of a hidden layer: the decomposition starts at the output
     (or input) of ``layer``, so each unit of that layer, or each group of units given
     by ``layer_mask``, receives the relevant part of the target output when that group
-    alone is relevant and everything else in the layer (and the biases after it) is
-    irrelevant. The counterpart of Captum's LayerFeatureAblation, with CD's
+    alone is relevant and everything else in the layer is irrelevant. What is added after
+    the layer without coming from it (a bias, a branch that bypasses the layer) is split
+    between the parts as CD splits a bias. The counterpart of Captum's LayerFeatureAblation, with CD's
     ``relevant + irrelevant = output`` exactness and all groups in batched passes.
 
     Inputs may be of any dtype (token ids included), since the decomposition starts
