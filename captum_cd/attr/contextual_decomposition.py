@@ -233,7 +233,8 @@ class ContextualDecomposition(DecompositionAttribution, Attribution):
             check_each_op=check_each_op,
         )
         try:
-            with decomposition_context(context), module_rules_installed(self.forward_func, self.module_rules, context):
+            with decomposition_context(context), module_rules_installed(self.forward_func, self.module_rules, context), \
+                    running_statistics_kept_on_error(model):
                 if self.layer is None:
                     parts = relevant_parts(inputs, masks, relevant)
                     decomposed = tuple(windowed(x, rel) for x, rel in zip(inputs, parts))
@@ -649,6 +650,26 @@ def check_model(forward_func: Callable, training: str = "error") -> None:
                 "attributing (CD never changes the mode behind your back); to decompose during "
                 "training use CDEPRegularizer."
             )
+
+
+@contextlib.contextmanager
+def running_statistics_kept_on_error(model: Optional[nn.Module]) -> Iterator[None]:
+    """Puts back the running statistics of training-mode normalisation layers when the call
+    fails: a call refused halfway (an unsupported function, reentrant checkpointing) must
+    not have advanced the statistics of the layers that ran before it. Only the normalisation
+    layers in training mode are copied (a few numbers a channel), only in training mode."""
+    norms = [] if model is None else [
+        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase) and m.training and m.track_running_stats
+    ]
+    saved = [{name: b.clone() for name, b in m.named_buffers(recurse=False) if b is not None} for m in norms]
+    try:
+        yield
+    except BaseException:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
+        raise
 
 
 def check_inputs(inputs: Tuple[Tensor, ...], decomposed: bool, model: Optional[nn.Module]) -> None:
