@@ -18,8 +18,8 @@ Invariants, each a function of one generated case (:data:`CHECKS`):
 - groups: each group decomposed alone equals its row, with spatial windows on and off;
 - untouched: two calls give bitwise equal parts, and the model's parameters, buffers,
   version counters and modes are unchanged;
-- float32: float32 and float64 agree within ``F32_BOUND`` times the output's scale
-  (module docstring of :func:`check_float32`);
+- float32: float32 and float64 agree within ``F32_MULTIPLE`` times the model's own
+  float32 error (:func:`check_float32`);
 - attribute: ``attribute`` with a feature mask equals the target scores of ``decompose``.
 
 Run ``python tests/fuzz_models.py --models 2000 --seed 1`` for a larger run than the
@@ -50,9 +50,10 @@ from captum_cd.attr.windows import spatial_windows  # noqa: E402
 
 DT = torch.float64
 TOLERANCE = 1e-9  # float64 invariants, relative to the output's largest magnitude
-# float32 against float64: bound on the largest deviation of a relevant part, relative to
-# the output's largest magnitude (see check_float32).
-F32_BOUND = 1e-3
+# float32 against float64: the largest deviation of a relevant part, relative to the
+# output's largest magnitude, at most this multiple of the model's own (see check_float32;
+# the zoo tests hold the same bound, tests/_zoo.py).
+F32_MULTIPLE = 1e5
 
 
 @dataclass
@@ -467,13 +468,19 @@ def _state(model: nn.Module):
 
 def check_float32(case: Case) -> Optional[str]:
     """float32 against float64: the largest deviation of a relevant part at most
-    ``F32_BOUND`` of the output's largest magnitude. (The model's own float32 output is
-    off by ~1e-7 of it; the bias split amplifies the rounding of two small parts into
-    their ratio, |b| du / (|u| + |v|), so CD's float32 error is a larger multiple of it.)"""
+    ``F32_MULTIPLE`` times the model's own float32 error (both relative to the output's
+    largest magnitude; the model's at least 2^-24). The bias split turns the rounding by
+    which the relevant and the ordinary pass differ into a share of the bias, |b| du / (|u|
+    + |v|), large where a pre-activation is near 0: CD's float32 error is a large multiple
+    of the model's (docs/guarantees.md)."""
     model32 = copy.deepcopy(case.model).float()
     rel32, _ = ContextualDecomposition(model32).decompose(case.x.float(), case.masks.float())
     rel64, _ = case.cd()
-    return _close(rel32.double(), rel64, _scale(case.model(case.x)), F32_BOUND)
+    with torch.no_grad():
+        out64, out32 = case.model(case.x), model32(case.x.float()).double()
+    scale = _scale(out64)
+    own = max(float((out32 - out64).abs().max()) / scale, 2.0**-24)
+    return _close(rel32.double(), rel64, scale, F32_MULTIPLE * own)
 
 
 def check_attribute(case: Case) -> Optional[str]:
