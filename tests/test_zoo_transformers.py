@@ -3,13 +3,15 @@ decompose as they are, from their input embedding: decoders (GPT-2, Llama, Mistr
 with the key-value cache on and off, padding, both attention paths; DeBERTa-v2; the T5
 encoder. BERT is in ``tests/test_huggingface.py``."""
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
 
 from _rules import Lambda
 from _zoo import assert_complete_and_on_scale, assert_float32_agrees, assert_unchanged, DT, snapshot
-from captum_cd import ContextualDecomposition, token_masks
+from captum_cd import ContextualDecomposition, DecompositionError, token_masks
 
 transformers = pytest.importorskip("transformers")  # in the test extra; optional for users
 
@@ -224,12 +226,27 @@ def _complete_on_each_attention_path(make_config, implementations, auto_class, w
         _assert_paths_agree(*relevant)
 
 
+# BLOOM's GELU is a torch.autograd.Function (transformers' GeLUFunction, a memory-saving
+# backward): its forward runs without autograd, so the relevant parts cannot keep their graph
+# through it. Attribution needs no graph and is exact; with gradients CD refuses it by name.
+ATTRIBUTION_ONLY = {"bloom"}
+
+
 @pytest.mark.parametrize("name", MORE_DECODERS)
 def test_more_decoders_are_complete_and_on_scale(name, one_thread):
     make_config, implementations = MORE_DECODERS[name]
     ids, attention_mask = _prompts()
     wrap = lambda model: NextTokenLogits(model, use_cache=False)  # noqa: E731
-    _complete_on_each_attention_path(make_config, implementations, transformers.AutoModelForCausalLM, wrap, ids, attention_mask)
+    with torch.no_grad() if name in ATTRIBUTION_ONLY else contextlib.nullcontext():
+        _complete_on_each_attention_path(make_config, implementations, transformers.AutoModelForCausalLM, wrap, ids, attention_mask)
+
+
+def test_bloom_with_gradients_is_refused_naming_its_gelu_function(one_thread):
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(MORE_DECODERS["bloom"][0]()).to(DT).eval()
+    ids, attention_mask = _prompts()
+    with pytest.raises(DecompositionError, match=r"torch\.autograd\.Function \(GeLUFunctionBackward\)"):
+        _decompose(model, NextTokenLogits(model, use_cache=False), ids, attention_mask, token_masks(SPANS, T, dtype=DT))
 
 
 ENCODERS = {  # name: (config, attention paths the model offers)
