@@ -42,6 +42,7 @@ import copy
 import fcntl
 import json
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -53,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 
+import captum_cd
 from captum_cd import CDEPRegularizer, ContextualDecomposition
 from captum_cd.penalties import ExpectedGradientsPenalty, RRRPenalty
 
@@ -106,7 +108,6 @@ FULL = {  # grids in the order they run (the most telling weight first); epochs:
     "SST": Protocol(batch=64, weight_decay=0.0, epochs=20, patience=5, grids={m: (100.0, 700.0) for m in SST_METHODS}),
 }  # fmt: skip
 FULL_EPOCHS = {  # the most epochs where they differ from the protocol's
-    "Fashion-MNIST decoy": 2,  # the original: 5; two shared cores do not allow it (vanilla is fooled after one)
     "MNIST decoy": 20,  # 3,500 digits: the original's 5 x 844 steps would be 77 epochs; early stopping ends sooner
     "MNIST colour": 15,  # 3,500 digits at batch 256: about the original's 211 steps (one epoch of 54,000)
 }
@@ -126,14 +127,35 @@ def log(message: str) -> None:
 
 
 def kind(task: str) -> str:
-    return "SST" if task.startswith("SST") else task.split()[-1]
+    return "SST" if task.startswith("SST") else base_task(task).split()[-1]
+
+
+def base_task(label: str) -> str:
+    """The task of a table label such as "Fashion-MNIST decoy (at most 2 epochs)"."""
+    return label.split(" (")[0]
+
+
+def max_epochs(task: str, p: "Protocol", quick: bool) -> int:
+    return p.epochs if quick else FULL_EPOCHS.get(task, p.epochs)
+
+
+def engine_commit() -> Optional[str]:
+    """The commit of the repository the package is imported from, with "+" where its
+    engine or this script differ from it: which code trained a record."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(captum_cd.__file__)))
+    git = lambda *a: subprocess.run(["git", "-C", root, *a], capture_output=True, text=True, check=True).stdout.strip()  # noqa: E731
+    try:
+        changed = git("status", "--porcelain", "--", "captum_cd", "experiments", "benchmarks/cdep_experiments.py")
+        return git("rev-parse", "--short=10", "HEAD") + ("+" if changed else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 # ---------------------------------------------------------------------------- records
 
 
-def record_key(r: dict) -> Tuple[str, str, float, int]:
-    return (r["task"], r["method"], float(r["weight"]), int(r["seed"]))
+def record_key(r: dict) -> Tuple[str, str, float, int, int]:
+    return (r["task"], r["method"], float(r["weight"]), int(r["seed"]), int(r["max epochs"]))
 
 
 def load_records(path: str) -> List[dict]:
@@ -446,7 +468,7 @@ def text_measures(model, reg, task) -> Dict[str, float]:
     }
 
 
-def train_text(task: dict, method: str, weight: float, seed: int, p: Protocol) -> dict:
+def train_text(task: dict, method: str, weight: float, seed: int, p: Protocol, epochs: int) -> dict:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     vectors = task["vectors"]
@@ -465,7 +487,7 @@ def train_text(task: dict, method: str, weight: float, seed: int, p: Protocol) -
             text_loss(method, model, reg, ids[batch, :width], lengths[batch], y[batch], positions[batch]).backward()
             optimizer.step()
 
-    ran, seconds = fit(model, step, p.epochs, p.patience, lambda: text_accuracy(model, *task["data"]["decor"])[1])
+    ran, seconds = fit(model, step, epochs, p.patience, lambda: text_accuracy(model, *task["data"]["decor"])[1])
     model.eval()
     scores = {split: text_accuracy(model, *task["data"][split])[0] for split in ("test", "valid", "decor")}
     measures = text_measures(model, reg or CDEPRegularizer(model, layer=model.embed, form="text"), task)
@@ -495,20 +517,21 @@ def main(args: argparse.Namespace) -> None:
     protocols = QUICK if args.quick else FULL
     path = args.records
     done = {record_key(r) for r in load_records(path)} if args.resume else set()
-    runs = [r for r in plan(args.tasks, args.seeds, protocols) if r not in done and (not args.methods or r[1] in args.methods)]
+    cap = lambda task: max_epochs(task, protocols[kind(task)], args.quick)  # noqa: E731
+    runs = [
+        r for r in plan(args.tasks, args.seeds, protocols)
+        if (*r, cap(r[0])) not in done and (not args.methods or r[1] in args.methods)
+    ]  # fmt: skip
     log(f"{len(runs)} trainings to run ({len(done)} already in {path})")
     tasks: Dict[str, dict] = {}
-    start = time.perf_counter()
+    commit, start = engine_commit(), time.perf_counter()
     for i, (task, method, weight, seed) in enumerate(runs, 1):
         p = protocols[kind(task)]
         if task not in tasks:
             tasks[task] = text_task(p, 16 if args.quick else 300) if task == "SST decoy" else image_task(task, p)
-        if task == "SST decoy":
-            result = train_text(tasks[task], method, weight, seed, p)
-        else:
-            epochs = p.epochs if args.quick else FULL_EPOCHS.get(task, p.epochs)
-            result = train_image(task, tasks[task], method, weight, seed, p, epochs)
-        record = {"task": task, "method": method, "weight": weight, "seed": seed, **result}
+        train = train_text if task == "SST decoy" else lambda *a: train_image(task, *a)
+        result = train(tasks[task], method, weight, seed, p, cap(task))
+        record = {"task": task, "method": method, "weight": weight, "seed": seed, "max epochs": cap(task), "commit": commit, **result}
         append_record(path, record)
         log(f"[{i}/{len(runs)}, {time.perf_counter() - start:.0f} s] " + describe(record))
     report(load_records(path))
@@ -523,6 +546,27 @@ def describe(r: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- tables
+
+
+def labelled(records: List[dict]) -> List[dict]:
+    """The records with each task named by its epoch cap where it was trained under more
+    than one (the cap is part of the protocol: such rows are not pooled)."""
+    caps: Dict[str, set] = {}
+    for r in records:
+        caps.setdefault(r["task"], set()).add(r["max epochs"])
+    named = lambda r: f"{r['task']} (at most {r['max epochs']} epochs)"  # noqa: E731
+    return [dict(r, task=named(r)) if len(caps[r["task"]]) > 1 else r for r in records]
+
+
+def tasks_of(records: List[dict]) -> List[str]:
+    return sorted({r["task"] for r in records}, key=lambda t: (TASKS.index(base_task(t)), t))
+
+
+def seeds_cell(rows: List[dict]) -> str:
+    """The number of seeds, with a dagger where a record was trained before the engine's
+    commit was recorded (the first round's engine, whose bias split gave half of a bias to
+    each part where both were 0)."""
+    return f"{len(rows)}" + ("†" if any(r.get("commit") is None for r in rows) else "")
 
 
 def grouped(records: List[dict], task: str, method: str) -> Dict[float, List[dict]]:
@@ -563,7 +607,7 @@ def summary_table(records: List[dict]) -> str:
         "| best weight: test % (weight) | decoy effect at D's weight | seeds | s / training |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for task in TASKS:
+    for task in tasks_of(records):
         for method in methods_of(records, task):
             by_weight = grouped(records, task, method)
             published = PUBLISHED[kind(task)].get(method, "—")
@@ -574,7 +618,7 @@ def summary_table(records: List[dict]) -> str:
                 picks = [choose(by_weight, key) for key in ("valid", "decor", "test")]
                 cells = [f"{cell(by_weight[w])} ({w:g})" for w in picks]
             rows = by_weight[picks[1]]
-            seeds = min(len(v) for v in by_weight.values())
+            seeds = seeds_cell(min(by_weight.values(), key=len))
             lines.append(
                 f"| {task} | {method} | {published} | " + " | ".join(cells)
                 + f" | {effect(rows)} | {seeds} | {np.median([r['seconds'] for r in rows]):.0f} |"
@@ -593,7 +637,7 @@ def sweep_table(records: List[dict]) -> str:
     marks the train-dist. validation's choice, D the decorrelated one's, * the best."""
     lines = ["| task | method | weight | seeds | test % | valid % | decorrelated % | decoy effect | decoy CD | s / training | epochs | chosen |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for task in TASKS:
+    for task in tasks_of(records):
         for method in methods_of(records, task):
             by_weight = grouped(records, task, method)
             marks = {w: "" for w in by_weight}
@@ -606,18 +650,39 @@ def sweep_table(records: List[dict]) -> str:
                 if "decoy CD with interactions" in rows[0]:
                     cd += f" (with interactions {cell(rows, 'decoy CD with interactions')})"
                 lines.append(
-                    f"| {task} | {method} | {w:g} | {len(rows)} | {cell(rows)} | {cell(rows, 'valid')} | {cell(rows, 'decor')} "
+                    f"| {task} | {method} | {w:g} | {seeds_cell(rows)} | {cell(rows)} | {cell(rows, 'valid')} | {cell(rows, 'decor')} "
                     f"| {effect(rows)} | {cd} | {np.median([r['seconds'] for r in rows]):.0f} "
                     f"| {np.median([r['epochs'] for r in rows]):g} | {marks[w]} |"
                 )
     return "\n".join(lines)
 
 
+def tables(records: List[dict]) -> Dict[str, str]:
+    records = labelled(records)
+    return {"summary": summary_table(records), "sweeps": sweep_table(records)}
+
+
 def report(records: List[dict]) -> None:
+    t = tables(records)
     log("\nSummary: test accuracy %, mean ± sd over seeds, at the weight each protocol chose\n")
-    log(summary_table(records))
+    log(t["summary"])
     log("\nSweeps (decoy effect and CD: the true class's centred logit, SST: logit difference toward the decoy's class)\n")
-    log(sweep_table(records))
+    log(t["sweeps"])
+
+
+def update_docs(paths: Sequence[str], records: List[dict]) -> None:
+    """Writes the tables between ``<!-- summary -->`` / ``<!-- /summary -->`` (and
+    ``sweeps``) markers of each page, so the pages show exactly what the records give."""
+    for path in paths:
+        with open(path) as f:
+            text = f.read()
+        for name, table in tables(records).items():
+            start, end = f"<!-- {name} -->\n", f"\n<!-- /{name} -->"
+            if start in text:
+                head, rest = text.split(start, 1)
+                text = head + start + table + end + rest.split(end, 1)[1]
+        with open(path, "w") as f:
+            f.write(text)
 
 
 if __name__ == "__main__":
@@ -630,9 +695,13 @@ if __name__ == "__main__":
     parser.add_argument("--resume", action="store_true", help="skip the trainings whose records the JSON file has")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--from-json", default=None, help="no training: the tables of a saved run's records")
+    parser.add_argument("--update-docs", nargs="+", default=None, metavar="PAGE",
+                        help="with --from-json: write the tables into these pages, between their table markers")
     args = parser.parse_args()
     if args.from_json:
         report(load_records(args.from_json))
+        if args.update_docs:
+            update_docs(args.update_docs, load_records(args.from_json))
     else:
         args.records = os.path.join(args.out or ("outputs" if args.quick else "docs"), "cdep_sweeps.json")
         if args.quick:

@@ -150,6 +150,17 @@ def test_cdep_experiments_quick(tmp_path):
     assert resumed.startswith("0 trainings to run")  # every training is in the records
 
 
+def test_cdep_pages_show_the_records():
+    """The CDEP pages' tables are what the script prints from docs/cdep_sweeps.json."""
+    out = run("benchmarks/cdep_experiments.py", "--from-json", "docs/cdep_sweeps.json")
+    printed = ["\n".join(line for line in block.splitlines() if line.startswith("|")) for block in out.split("Sweeps")]
+    for page, names in (("cdep.md", ["summary"]), ("cdep_evidence.md", ["summary", "sweeps"])):
+        text = open(os.path.join(ROOT, "docs", page)).read()
+        for name in names:
+            shown = text.split(f"<!-- {name} -->\n")[1].split(f"\n<!-- /{name} -->")[0]
+            assert shown == printed[name == "sweeps"], (page, name)
+
+
 def test_cdep_cost_quick(tmp_path):
     run("benchmarks/cdep_cost.py", "--quick", "--runs", "2", tables=tmp_path / "tables.jsonl")
     tables = read_tables(tmp_path / "tables.jsonl")
