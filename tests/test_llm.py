@@ -277,36 +277,6 @@ def test_a_model_of_ones_own_called_with_input_ids_and_attention_mask(tokenizer,
     assert relevant.abs().max() > 1e-3
 
 
-def test_t5_shared_embedding_is_named_in_the_error(one_thread):
-    torch.manual_seed(0)
-    model = transformers.T5EncoderModel(transformers.T5Config(vocab_size=50, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)).eval()
-    if model.shared is model.encoder.embed_tokens or model.shared.weight is not model.encoder.embed_tokens.weight:
-        pytest.skip("this transformers version does not tie T5's two embeddings this way")
-    with pytest.raises(Exception, match="ran 0 times.*'encoder_model.encoder.embed_tokens'.*layer=model.encoder_model.encoder.embed_tokens"):
-        ContextualDecomposition(MeanEncoding(model), layer=model.shared).decompose(torch.tensor([[3, 4, 5]]), torch.eye(3)[..., None])
-
-
-class MeanEncoding(nn.Module):
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder_model = encoder
-
-    def forward(self, ids):
-        return self.encoder_model(input_ids=ids).last_hidden_state.mean(1)
-
-
-def test_an_attribution_leaves_no_decomposed_value_to_the_garbage_collector(tokenizer, one_thread):
-    """Eager attention's softmax of decomposed scores is remembered by the pass's context,
-    which its values remember: the pass must drop it, or the values of every pass outlive
-    the call until the cyclic collector runs."""
-    from test_probes import decomposed_values_left_after
-
-    model = causal_lm("llama", len(tokenizer), torch.float32)
-    model.config._attn_implementation = "eager"
-    cd = LLMContextualDecomposition(model, tokenizer)
-    assert decomposed_values_left_after(lambda: cd.attribute(template_input(), target=TARGET)) == 0
-
-
 def test_plots(tokenizer, one_thread):
     model = causal_lm("llama", len(tokenizer), torch.float32)
     result = LLMContextualDecomposition(model, tokenizer).attribute(template_input(), target=TARGET)

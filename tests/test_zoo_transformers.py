@@ -160,7 +160,8 @@ class MeanEncoding(nn.Module):
 def test_t5_encoder_from_the_embedding_that_runs(one_thread):
     """T5's ``shared`` embedding does not run in the encoder's forward pass (the encoder has
     its own ``embed_tokens``, with the same weight): ``layer=model.encoder.embed_tokens``
-    works, ``layer=model.shared`` is refused with an error that says the layer did not run."""
+    works, ``layer=model.shared`` is refused with an error that says the layer did not run and
+    names the modules that share its weight."""
     torch.manual_seed(0)
     config = transformers.T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
     model = transformers.T5EncoderModel(config).to(DT).eval()
@@ -173,7 +174,7 @@ def test_t5_encoder_from_the_embedding_that_runs(one_thread):
     with torch.no_grad():
         assert_complete_and_on_scale(rel, irr, wrapper(ids))
     if model.shared is not model.encoder.embed_tokens:
-        with pytest.raises(Exception, match="ran 0 times"):
+        with pytest.raises(Exception, match="ran 0 times.*share its weight.*pass layer=model.model.encoder.embed_tokens"):
             ContextualDecomposition(wrapper, layer=model.shared).decompose(ids, masks)
         assert_unchanged(model, before)
 
