@@ -8,6 +8,7 @@ from torch import nn
 
 from captum_cd import ContextualDecomposition, grid_ids
 from captum_cd.attr.decomposition import Decomposition
+from captum_cd.attr.rules import relu_form
 from captum_cd.attr.windows import slide, spatial_windows, Window
 
 
@@ -126,6 +127,49 @@ def test_steps_with_a_map_constant():
     x = torch.randn(2, 2, 40, 40, dtype=torch.float64)
     windowed, dense = both(net, x, grid_ids(40, 40, 5), target=1)
     assert net.recorder.seen[0] is not None
+    torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-12 * dense.abs().max().item())
+
+
+class Steps(nn.Module):
+    """Every kind of elementwise step a windowed value keeps pending, between two convs."""
+
+    def __init__(self, relu_like=torch.relu):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 3, 3, padding=1)
+        self.prelu, self.recorder, self.head = nn.PReLU(4), Recorder(), nn.Linear(3 * 48 * 48, 2)
+        self.relu_like = relu_like
+
+    def forward(self, x):
+        h = torch.sigmoid(self.conv1(x)) * 2 / 3  # the Shapley form, scaling
+        h = F.leaky_relu(-h + 0.5, 0.1) - 0.25  # negation, added constants (bias splits), the ReLU form
+        h = torch.clamp(self.prelu(h), -1, 2).clamp(0.1, 2)  # PReLU, clamps with and without 0 in range
+        h = self.recorder(self.relu_like(F.hardtanh(torch.exp(h))))  # guarded Shapley form
+        return self.head(self.conv2(h).flatten(1))
+
+
+def test_every_elementwise_step_keeps_the_zeros_outside_the_boxes():
+    """Outside its box a group's part is exactly 0, so every step a windowed value runs on
+    its boxes alone must map a part that is 0 to 0: on an input that is nowhere 0, the
+    windowed values equal the dense ones, where every step also meets those zeros."""
+    torch.manual_seed(4)
+    net = Steps().double().eval()
+    x = torch.randn(2, 2, 48, 48, dtype=torch.float64)
+    windowed, dense = both(net, x, grid_ids(48, 48, 8), target=1)
+    assert net.recorder.seen[0] is not None
+    assert dense.abs().max() > 1e-3
+    torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-12 * dense.abs().max().item())
+
+
+def test_a_users_relu_form_with_f0_not_zero_goes_dense():
+    """The ReLU form registered by a user for sigmoid (f(0) = 0.5) gives every group 0.5
+    outside its box: the value goes dense, with the dense values."""
+    torch.manual_seed(5)
+    net = Steps(relu_like=torch.sigmoid).double().eval()
+    x = torch.randn(1, 2, 48, 48, dtype=torch.float64)
+    cd = ContextualDecomposition(net, rules={torch.sigmoid: relu_form})
+    windowed = cd.attribute(x, target=0, feature_mask=grid_ids(48, 48, 8))
+    with spatial_windows(False):
+        dense = cd.attribute(x, target=0, feature_mask=grid_ids(48, 48, 8))
     torch.testing.assert_close(windowed, dense, rtol=0, atol=1e-12 * dense.abs().max().item())
 
 

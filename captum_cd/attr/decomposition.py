@@ -20,10 +20,10 @@ Elementwise rules (bias split, activations) do not run at once: they are kept as
 from the full activation commutes with elementwise maps, so it gathers first and runs the
 chain on a quarter of the elements (conv - ReLU - pool is the common case).
 
-A local group of pixels may keep its relevant part as boxes around the group and one
-background shared by all groups outside their boxes (a *window*,
-:mod:`captum_cd.attr.windows`): rules that know windows work on the boxes, and reading
-:attr:`Decomposition.rel` gives the dense parts to every other rule.
+A local group of pixels may keep its relevant part as a box around the group, outside
+which the part is 0 (a *window*, :mod:`captum_cd.attr.windows`): rules that know windows
+work on the boxes, and reading :attr:`Decomposition.rel` gives the dense parts to every
+other rule.
 """
 
 import contextlib
@@ -61,11 +61,9 @@ class Decomposition(Tensor):
     _view: Optional["ViewOf"] = None
     # Weak references to the views taken of this value, refreshed when it changes in place.
     _views: Optional[list] = None
-    # Set where ``_rel`` holds only boxes of the map around each group (module docstring);
-    # outside its box every group's part is ``_background`` (None: zero), which broadcasts
-    # against ``full`` and goes through the pending steps as the boxes do.
+    # Set where ``_rel`` holds only boxes of the map around each group, outside which
+    # every group's part is 0 (module docstring).
     _window: Optional[Window] = None
-    _background: Optional[Tensor] = None
     # The call that made this value (a recomputation in backward, activation
     # checkpointing, runs in it again: captum_cd.attr.dispatch), and the grad mode then.
     _context: "DecompositionContext"
@@ -78,7 +76,6 @@ class Decomposition(Tensor):
         rel: Tensor,
         pending: Sequence[Pending] = (),
         window: Optional[Window] = None,
-        background: Optional[Tensor] = None,
     ):
         # The subclass shares storage with a detached alias of ``full`` for metadata only;
         # every computation goes through ``__torch_function__`` and uses ``self.full``.
@@ -97,7 +94,7 @@ class Decomposition(Tensor):
         self.full = full
         self._rel = rel
         self._pending = tuple(pending)
-        self._window, self._background = window, background
+        self._window = window
         self._context, self._grad_mode = _CONTEXT.get(), torch.is_grad_enabled()
         return self
 
@@ -111,10 +108,10 @@ class Decomposition(Tensor):
     @property
     def rel(self) -> Tensor:
         if self._window is not None:  # every rule that does not know windows reads this
-            boxes, background = self.boxes()
+            boxes = self.boxes()
             with self._as_made():
-                self._rel = place(boxes, self._window, background=background)
-            self._window = self._background = None
+                self._rel = place(boxes, self._window)
+            self._window = None
         if self._pending:
             with self._as_made():
                 self._rel = apply_pending(self._rel, self._pending)
@@ -133,28 +130,24 @@ class Decomposition(Tensor):
             self.rel
         return self._rel, self._pending
 
-    def lazy_boxes(self) -> Tuple[Tensor, Tuple[Pending, ...], Optional[Tensor]]:
-        r""":meth:`lazy_parts` of a windowed value: its boxes and background before the
-        pending steps (whose context is the full activation's), and those steps."""
-        return self._rel, self._pending, self._background
+    def lazy_boxes(self) -> Tuple[Tensor, Tuple[Pending, ...]]:
+        r""":meth:`lazy_parts` of a windowed value: its boxes before the pending steps
+        (whose context is the full activation's), and those steps."""
+        return self._rel, self._pending
 
     @property
     def window(self) -> Optional[Window]:
         """The boxes the relevant parts are kept in, or None (dense)."""
         return self._window
 
-    def boxes(self) -> Tuple[Tensor, Optional[Tensor]]:
-        r"""A windowed value's parts, pending steps applied: the boxes ``(G, B, C, h, w)``
-        and the background outside them (None: zero). For window-aware rules, where
-        :attr:`window` is set."""
+    def boxes(self) -> Tensor:
+        r"""A windowed value's boxes ``(G, B, C, h, w)``, pending steps applied. For
+        window-aware rules, where :attr:`window` is set."""
         if self._pending:
             with self._as_made():
                 self._rel = apply_pending(self._rel, [(step, tuple(crop(c, self._window) for c in context)) for step, context in self._pending])
-                # (a zero background expanded: steps may write in place into their results)
-                zero = self._rel.new_zeros(()).expand(self.full.shape)
-                self._background = apply_pending(zero if self._background is None else self._background, self._pending)
             self._pending = ()
-        return self._rel, self._background
+        return self._rel
 
     def _as_made(self) -> ContextManager:
         """Pending steps run as at the op that made them, wherever they are read: in its
@@ -174,18 +167,17 @@ class Decomposition(Tensor):
         never read). A view writes into its base instead, as torch's views do, and the
         base's views (this one included) are taken again from the updated base."""
         if self._view is None or not self._view.write(other):
-            self._rebind(other.full, other._rel, other._pending, other._window, other._background)
+            self._rebind(other.full, other._rel, other._pending, other._window)
         return self
 
-    def _rebind(self, full, rel, pending, window=None, background=None) -> None:
-        self.full, self._rel, self._pending = full, rel, pending
-        self._window, self._background = window, background
+    def _rebind(self, full, rel, pending, window=None) -> None:
+        self.full, self._rel, self._pending, self._window = full, rel, pending, window
         if self._views:
             live = [v for v in (ref() for ref in self._views) if v is not None]
             self._views = [weakref.ref(v) for v in live]
             for view in live:
                 fresh = view._view.take(self)
-                view._rebind(fresh.full, fresh._rel, fresh._pending, fresh._window, fresh._background)
+                view._rebind(fresh.full, fresh._rel, fresh._pending, fresh._window)
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -320,25 +312,24 @@ def pending_decomposition(
     step: Callable[..., Tensor],
     *context: Tensor,
     window: Optional[Window] = None,
-    background: Optional[Tensor] = None,
 ) -> Decomposition:
     """A Decomposition of ``full`` whose rel is ``step(rel_of_base, *context)``, applied lazily.
 
     ``base`` is either the input Decomposition of an elementwise op (its pending chain is
     extended without materialising it) or an already computed rel tensor (the boxes of
-    ``window`` with ``background`` outside them, if given). A windowed value stays
-    windowed: the step runs on its boxes and on its background.
+    ``window``, if given). A windowed value stays windowed, the step running on its
+    boxes: ``step`` must keep a part that is exactly 0 exactly 0, as the parts outside
+    the boxes are.
     """
     step, context = owned(step), tuple(map(owned, context))
     if isinstance(base, Decomposition):
-        window, background = base._window, base._background
+        window = base._window
     if window is not None and (full.shape[-2:] != window.map_size or binds_tensor(step)):
-        boxes, background = base.boxes() if isinstance(base, Decomposition) else (base, background)
-        base, window, background = place(boxes, window, background=background), None, None
+        base, window = place(base.boxes() if isinstance(base, Decomposition) else base, window), None
     if isinstance(base, Decomposition):
-        result = Decomposition(full, base._rel, base._pending + ((step, context),), window, background)
+        result = Decomposition(full, base._rel, base._pending + ((step, context),), window)
     else:
-        result = Decomposition(full, base, ((step, context),), window, background)
+        result = Decomposition(full, base, ((step, context),), window)
     if not _LAZY_ELEMENTWISE.get():  # run the step now
         result.boxes() if window is not None else result.rel
     return result

@@ -1,14 +1,16 @@
-r"""Spatial windows: a group of nearby pixels differs from the others only near it.
+r"""Spatial windows: the relevant part of a group of nearby pixels is 0 away from it.
 
 A convolution, batch norm, activation or max pool computes each output position from a
 neighbourhood of its input, so the relevant part of a local group (a block, a superpixel,
-one pixel) differs from what every group shares only inside the group's receptive field,
-until that field covers the map. A *windowed* relevant part keeps, for each group, a box
-of the ``(H, W)`` map: shape ``(G, B, C, h, w)``, one box size for every group, group
-``g``'s box starting at row ``tops[g]`` and column ``lefts[g]``; outside its box every
-group's part is one shared *background* (zero at the input, and zero after a bias split,
-which gives a part that is 0 nothing). Window-aware rules (2-D convolution, batch norm, elementwise
-steps, max pooling, residual sums) work on the boxes and once on the background, so a
+one pixel) is non-zero only inside the group's receptive field, until that field covers
+the map. A *windowed* relevant part keeps, for each group, a box of the ``(H, W)`` map:
+shape ``(G, B, C, h, w)``, one box size for every group, group ``g``'s box starting at
+row ``tops[g]`` and column ``lefts[g]``; outside its box the group's part is exactly 0.
+It is 0 there at the input, and every window-aware step keeps it so: a convolution
+without its bias maps zeros to zeros, a bias split gives a part that is 0 nothing, the
+elementwise steps (the ReLU and Shapley forms, scaling by a constant) map a part that is
+0 to 0, and sums and max pools of zeros are zeros. Window-aware rules (2-D convolution,
+batch norm, elementwise steps, max pooling, residual sums) work on the boxes alone, so a
 group costs the work of its box; any other rule reads the dense relevant part, so
 windows change the cost, never the values (up to rounding).
 
@@ -26,8 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # When windows pay (measured on LeNet at 28x28 and ResNets at 224, see
-# benchmarks/cd_speed.py and scale_speed.py): the background costs one ordinary pass, so
-# there must be a few groups; the boxes grow with every layer's receptive field, so a box
+# benchmarks/cd_speed.py and scale_speed.py): gathering into boxes and out of them has a
+# cost of its own, so there must be a few groups; the boxes grow with every layer's receptive field, so a box
 # grown by MARGIN pixels each side must still cover at most START_SHARE of the map. A
 # layer's output goes dense once its boxes cover more than DENSE_SHARE: gathering into
 # and out of boxes then costs more than the work they save.
@@ -55,7 +57,7 @@ def spatial_windows(enabled: bool) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Window:
-    """Per group, the box of a 2-D map outside which its relevant part is the background."""
+    """Per group, the box of a 2-D map outside which its relevant part is 0."""
 
     tops: Tensor  # (G,) int64 on the CPU: the geometry is bookkeeping, never a kernel
     lefts: Tensor
@@ -132,20 +134,15 @@ def take(values: Tensor, window: Window, origin: Optional[Window] = None) -> Ten
     return picked.view(groups, b, c, *window.size)
 
 
-def place(boxes: Tensor, window: Window, into: Optional[Window] = None, background: Optional[Tensor] = None) -> Tensor:
+def place(boxes: Tensor, window: Window, into: Optional[Window] = None) -> Tensor:
     """The boxes written into the map (dense parts ``(G, B, C, H, W)``), or into the
-    (larger) boxes ``into``; elsewhere ``background`` (None: zero)."""
+    (larger) boxes ``into``; zeros elsewhere."""
     groups, b, c = boxes.shape[:3]
     if into is None:
         tops, lefts, size = torch.zeros_like(window.tops), torch.zeros_like(window.lefts), window.map_size
     else:
         tops, lefts, size = into.tops, into.lefts, into.size
-    if background is None:
-        base = boxes.new_zeros(groups, b, c, size[0] * size[1])
-    else:
-        if into is not None:
-            background = crop(background, into)
-        base = background.expand(groups, b, c, *size).reshape(groups, b, c, -1)
+    base = boxes.new_zeros(groups, b, c, size[0] * size[1])
     index = window.index_in(tops, lefts, size[1], boxes.device)
     placed = base.scatter(-1, index[:, None, None, :].expand(groups, b, c, -1), boxes.flatten(-2))
     return placed.view(groups, b, c, *size)

@@ -75,6 +75,8 @@ SINGULAR = [
 CLAMP = [torch.clamp, T.clamp, torch.clip, T.clip]
 POWER = [torch.pow, T.pow, T.__pow__]
 LEAKY = [F.prelu, F.rrelu]
+# The functions this module gives the ReLU form (a clamp or hardtanh only with 0 in range).
+ZERO_AT_ZERO = frozenset(RELU_FORM + CLAMP + [F.hardtanh])
 
 
 def _elementwise(func, args, kwargs):
@@ -99,6 +101,8 @@ def _relu_step(rel, f):
 def relu_form(func, args, kwargs):
     """Rule for piecewise-linear activations with ``f(0) = 0``: ``beta' = f(beta)``."""
     x, f = _elementwise(func, args, kwargs)
+    if x.window is not None and func not in ZERO_AT_ZERO:
+        x.rel  # dense: a user's f may not map the zero parts outside the windows to 0
     return extend(pending_decomposition(f(x.full), x, functools.partial(_relu_step, f=f)), x, f)
 
 

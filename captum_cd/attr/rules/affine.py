@@ -15,7 +15,7 @@ from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, batched, fulls, is_dec, pair, replace_argument, split_biased
 from captum_cd.attr.rules.registry import register_rule
 from captum_cd.attr.rules.structural import _bilinear
-from captum_cd.attr.windows import crop, DENSE_SHARE, inputs_for, place, slide
+from captum_cd.attr.windows import DENSE_SHARE, inputs_for, place, slide
 
 # function -> number of spatial dimensions (0 for linear: any leading dimensions work)
 AFFINE = {
@@ -73,19 +73,13 @@ def conv2d_in_windows(x: Decomposition, out, args, kwargs):
         return None
     groups = argument(args, kwargs, 6, "groups", 1)
     window, needs = slide(x.window, weight.shape[2:], stride, padding, dilation, out.shape[-2:])
-    boxes, background = x.boxes()
-    if background is not None:  # convolve what differs from it in the boxes, and it alone
-        boxes = boxes - crop(background, x.window)
-        background = F.conv2d(background.expand_as(x.full), weight, None, stride, padding, dilation, groups)
-    region = inputs_for(boxes, x.window, needs)
+    region = inputs_for(x.boxes(), x.window, needs)
     u = F.conv2d(region.flatten(0, 1), weight, None, stride, 0, dilation, groups).unflatten(0, region.shape[:2])
-    if background is not None:
-        u = u + crop(background, window)
     if window.share > DENSE_SHARE:
-        u, window, background = place(u, window, background=background), None, None
+        u, window = place(u, window), None
     if bias is None:
-        return Decomposition(out, u, window=window, background=background)
-    return pending_decomposition(out, u, split_biased, out, bias.view(-1, 1, 1), window=window, background=background)
+        return Decomposition(out, u, window=window)
+    return pending_decomposition(out, u, split_biased, out, bias.view(-1, 1, 1), window=window)
 
 
 def add_matmul(func, args, kwargs):

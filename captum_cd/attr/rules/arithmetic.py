@@ -90,17 +90,11 @@ def _sum_in_windows(a: Decomposition, b: Decomposition, sign_a, sign_b, out) -> 
     if a.window is None or b.window is None or not a.full.shape == b.full.shape == out.shape:
         return None
     window = union(a.window, b.window)
-    (boxes_a, back_a), (boxes_b, back_b) = a.boxes(), b.boxes()
-    boxes_a, boxes_b = (
-        boxes if d.window.same_as(window) else place(boxes, d.window, into=window, background=back)
-        for d, boxes, back in ((a, boxes_a, back_a), (b, boxes_b, back_b))
-    )
-    background = None if back_a is None and back_b is None else _signed_sum(
-        0 if back_a is None else back_a, 0 if back_b is None else back_b, sign_a, sign_b)
+    boxes_a, boxes_b = (d.boxes() if d.window.same_as(window) else place(d.boxes(), d.window, into=window) for d in (a, b))
     boxes = _signed_sum(boxes_a, boxes_b, sign_a, sign_b)
     if window.share > DENSE_SHARE:
-        return Decomposition(out, place(boxes, window, background=background))
-    return Decomposition(out, boxes, window=window, background=background)
+        return Decomposition(out, place(boxes, window))
+    return Decomposition(out, boxes, window=window)
 
 
 def _signed_sum(t, other=0, sign_a=1, sign_b=1):

@@ -80,9 +80,7 @@ def batch_norm(func, args, kwargs):
         shift = shift + bias
     linear = x.full * scale  # exactly 0 where the full is, and equal to the parts' where one is 0
     if x.window is not None and ndim == 4:  # per channel: the boxes stay where they are
-        boxes, background = x.boxes()
-        background = None if background is None else background * scale
-        return pending_decomposition(out, boxes * scale, split_bias, linear, shift, window=x.window, background=background)
+        return pending_decomposition(out, x.boxes() * scale, split_bias, linear, shift, window=x.window)
     return _affine_output(out, x.rel * scale, linear, None, shift)
 
 

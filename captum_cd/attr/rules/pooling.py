@@ -21,7 +21,7 @@ from captum_cd.attr.decomposition import binds_tensor, Decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
 from captum_cd.attr.rules._util import argument, is_dec, pair
 from captum_cd.attr.rules.registry import register_rule
-from captum_cd.attr.windows import crop, pool_positions, slide, spans_map
+from captum_cd.attr.windows import pool_positions, slide, spans_map
 
 # function -> (the variant that returns indices, spatial dims, position of return_indices)
 MAX_POOL = {
@@ -116,16 +116,10 @@ def _max_pool_in_windows(x: Decomposition, out: Tensor, indices: Tensor, args, k
     padding, dilation = pair(argument(args, kwargs, 3, "padding", 0)), pair(argument(args, kwargs, 4, "dilation", 1))
     window, _ = slide(x.window, kernel, stride, padding, dilation, out.shape[-2:])
     at, inside = pool_positions(indices, x.window, window)
-    boxes, steps, background = x.lazy_boxes()
-    shape = x.full.shape
-    pooled = _gather_boxes(boxes, at)
-    if background is None:
-        pooled = pooled * inside
-    else:  # a winner outside the box holds the background there
-        background = gather_at(background, indices, shape, 2)
-        pooled = torch.where(inside, pooled, crop(background, window))
-    pending = tuple((step, tuple(gather_at(c, indices, shape, 2) for c in context)) for step, context in steps)
-    return Decomposition(out, pooled, pending, window=window, background=background)
+    boxes, steps = x.lazy_boxes()
+    pooled = _gather_boxes(boxes, at) * inside
+    pending = tuple((step, tuple(gather_at(c, indices, x.full.shape, 2) for c in context)) for step, context in steps)
+    return Decomposition(out, pooled, pending, window=window)
 
 
 def _gather_boxes(values, at: Tensor):
