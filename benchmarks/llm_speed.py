@@ -116,7 +116,7 @@ def spans(text: str, count: int) -> TextTemplateInput:
 
 
 def methods(llm, tokenizer, chosen, lig_batch=None):
-    """name -> attribute(inp, target) for each chosen method (None where it does not apply)."""
+    """name -> attribute(inp, target) for each chosen method."""
     out = {}
     if "cd" in chosen:
         cd = LLMContextualDecomposition(llm, tokenizer)
@@ -130,7 +130,7 @@ def methods(llm, tokenizer, chosen, lig_batch=None):
     if "lig" in chosen:
         lig = LLMGradientAttribution(LayerIntegratedGradients(llm, llm.get_input_embeddings()), tokenizer)
         batch = {} if lig_batch is None else {"internal_batch_size": lig_batch}
-        out["LayerIntegratedGradients"] = lambda inp, target: lig.attribute(inp, target=target, **batch) if isinstance(inp, TextTokenInput) else None
+        out["LayerIntegratedGradients"] = lambda inp, target: lig.attribute(inp, target=target, **batch)
     return out
 
 
@@ -173,13 +173,14 @@ def run_model(name, tokenizer, args) -> None:
             sequence = torch.cat([prompt, target[None]], 1)
             forward = timed(forward_call(llm, sequence, target_length), max(args.repeats, 5), args.slow)
             time_rows.append((prompt.shape[1], target_length, "-", "forward", f"{1000 * forward:.1f}", "1.0x"))
+            progress(f"{label}: {'  '.join(map(str, time_rows[-1]))}")
             for features, inp in inputs.items():
                 for method, attribute in chosen.items():
-                    progress(f"{label}: {prompt.shape[1]} tokens, target {target_length}, {features}, {method}")
-                    if attribute(inp, target) is None:
-                        continue
+                    if method == "LayerIntegratedGradients" and not isinstance(inp, TextTokenInput):
+                        continue  # Captum's LLMGradientAttribution takes token inputs only
                     seconds = timed(lambda: attribute(inp, target), args.repeats, args.slow)
                     time_rows.append((prompt.shape[1], target_length, features, method, f"{1000 * seconds:.1f}", f"{seconds / forward:.1f}x"))
+                    progress(f"{label}: {'  '.join(map(str, time_rows[-1]))}")
         if "cd" in args.methods:
             memory_rows.append(memory_row(llm, tokenizer, text, prompt, target_pool, args))
     title = f"{label}: time and ratio to a forward pass ({torch.get_num_threads()} thread(s))"
