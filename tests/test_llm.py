@@ -286,6 +286,16 @@ def test_plots(tokenizer, one_thread):
         matplotlib.pyplot.close(fig)
 
 
+def test_captums_llm_attribution_arguments_are_accepted_and_change_nothing(tokenizer, one_thread):
+    """A call written for LLMAttribution(FeatureAblation) runs unchanged: CD is
+    deterministic and teacher forces every target token in one pass."""
+    cd = LLMContextualDecomposition(causal_lm("gpt2", len(tokenizer)), tokenizer)
+    plain = cd.attribute(template_input(), target=TARGET)
+    as_captum = cd.attribute(template_input(), TARGET, 3, None, use_cached_outputs=False, forward_in_tokens=False)
+    assert torch.equal(plain.token_attr, as_captum.token_attr)
+    assert cd.get_name() == "LLMContextualDecomposition"
+
+
 @pytest.mark.parametrize(
     "call, error, message",
     [
@@ -300,6 +310,10 @@ def test_plots(tokenizer, one_thread):
         (lambda cd: cd.attribute(template_input(), target=TARGET, gen_args={"max_new_tokens": 3}), ValueError, "gen_args"),
         (lambda cd: cd.attribute(template_input(), target=TARGET, perturbations_per_eval=0), ValueError, "perturbations_per_eval"),
         (lambda cd: cd.attribute(TextTemplateInput("{!r} lives", values=["Dave"]), target=TARGET), ValueError, "changes the values"),
+        (lambda cd: cd.attribute(TextTemplateInput("{} lives", values=["Da\ue000ve"]), target=TARGET), ValueError, "U\\+E000"),
+        (lambda cd: cd.attribute(TextTemplateInput("{} li\ue001ves", values=["Dave"]), target=TARGET), ValueError, "U\\+E001"),
+        (lambda cd: cd.attribute(template_input(), target=TARGET, num_trials=0), ValueError, "num_trials"),
+        (lambda cd: cd.attribute(template_input(), target=TARGET, n_samples=5), TypeError, "n_samples"),
     ],
 )
 def test_bad_input_is_refused_by_name(call, error, message, tokenizer, one_thread):

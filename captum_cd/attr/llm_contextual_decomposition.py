@@ -120,6 +120,10 @@ class LLMContextualDecomposition(Attribution):
         # Decompose a causal model from each chunk's first token on (the prefix from the cache).
         self._crop_prefix = True
 
+    @classmethod
+    def get_name(cls) -> str:
+        return "LLMContextualDecomposition"
+
     @property
     def multiplies_by_inputs(self) -> bool:
         return True
@@ -132,7 +136,10 @@ class LLMContextualDecomposition(Attribution):
         self,
         inp: Any,
         target: Union[str, Tensor, None] = None,
+        num_trials: int = 1,
         gen_args: Optional[Dict[str, Any]] = None,
+        use_cached_outputs: bool = True,
+        forward_in_tokens: bool = True,
         perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
     ) -> LLMAttributionResult:
@@ -147,8 +154,16 @@ class LLMContextualDecomposition(Attribution):
                         without special tokens, as Captum does) or a 1-D tensor of
                         token ids. None: the model generates it from the prompt with
                         ``gen_args``. Default: None
+            num_trials (int, optional): Accepted as ``LLMAttribution.attribute``
+                        takes it. CD is deterministic, so every trial gives the same
+                        scores and one pass is run. Default: 1
             gen_args (dict, optional): Arguments of ``model.generate`` when ``target``
                         is None. Default: None (Captum's: greedy, 25 new tokens)
+            use_cached_outputs, forward_in_tokens (bool, optional): Accepted as
+                        ``LLMAttribution.attribute`` takes them (how its perturbation
+                        methods run the target). They do not change CD, which reads
+                        every target token from one teacher-forced pass.
+                        Default: True
             perturbations_per_eval (int, optional): How many features go through one
                         batched pass; bounds memory. Default: None (as many as keep
                         features times tokens at most 32768)
@@ -169,6 +184,7 @@ class LLMContextualDecomposition(Attribution):
             >>> result.token_attr                 # (target tokens, 3)
             >>> fig, ax = result.plot_token_attr()
         """
+        positive_int(num_trials, "num_trials")
         relevant, _, target_ids = self._decompose(inp, target, gen_args, perturbations_per_eval, show_progress)
         return LLMAttributionResult(
             seq_attr=relevant.sum(0),

@@ -48,6 +48,12 @@ def template_value_ranges(inp: TextTemplateInput) -> Tuple[str, List[List[Tuple[
     ``(start, stop)`` where the template put it. The template is filled once with each
     value wrapped in markers, which are then read off and removed; the result must be the
     prompt itself (a template that changes its values, e.g. ``{!r}`` or a width, is refused)."""
+    if _OPEN in inp.to_model_input() or _CLOSE in inp.to_model_input():
+        raise ValueError(
+            "the prompt contains the private-use characters U+E000 or U+E001, which locate the "
+            "template's values among the tokens; remove them from the template and its values, "
+            "or use a TextTokenInput."
+        )
     marked = [f"{_OPEN}{chr(_INDEX + i)}{value}{_CLOSE}" for i, value in enumerate(inp.values)]
     filled = inp.format_fn(**dict(zip(inp.dict_keys, marked))) if inp.dict_keys else inp.format_fn(*marked)
     text, ranges, open_at = [], [[] for _ in inp.values], []
