@@ -7,11 +7,14 @@ import itertools
 import matplotlib
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from _zoo import assert_unchanged, snapshot
-from captum_cd import ContextualDecomposition, LLMContextualDecomposition
+from captum_cd import ContextualDecomposition, DecompositionError, LLMContextualDecomposition
+from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.llm_contextual_decomposition import scores_from_full
+from captum_cd.attr.rules import shapley_activation
 
 matplotlib.use("Agg")
 transformers = pytest.importorskip("transformers")
@@ -400,3 +403,17 @@ def test_captums_cached_decoding_is_why_the_comparisons_teacher_force(tokenizer,
     teacher_forced = fa.attribute(inp, target=TARGET, forward_in_tokens=False).token_attr
     torch.testing.assert_close(teacher_forced, cache_free, rtol=0, atol=1e-5)
     assert (cached - cache_free).abs().max() > 0.1 * cache_free.abs().max()
+
+
+def test_non_finite_parts_of_finite_scores_are_refused_naming_the_function(tokenizer, one_thread):
+    """The last line of defence holds in the LLM pass too: a rule that gives NaN parts (here
+    a deliberately wrong one for SiLU) is an error naming the function, not NaN scores."""
+
+    def nan_silu(func, args, kwargs):
+        out = shapley_activation(func, args, kwargs)
+        return Decomposition(out.full, out.rel * float("nan"))
+
+    model = causal_lm("llama", len(tokenizer), torch.float32)
+    cd = LLMContextualDecomposition(model, tokenizer, rules={F.silu: nan_silu})
+    with pytest.raises(DecompositionError, match="not finite where the model's own activation is finite, first at .*silu"):
+        cd.attribute(template_input(), target=TARGET)

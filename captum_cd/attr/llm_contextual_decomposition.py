@@ -26,6 +26,7 @@ from captum_cd.attr.causal_prefix import cache_argument, cache_before, PASS_OVER
 from captum_cd.attr.contextual_decomposition import _decompose_at, check_model, layer_ran_message
 from captum_cd.attr.decomposition import current_context, Decomposition, DecompositionContext, decomposition_context
 from captum_cd.attr.errors import DecompositionError
+from captum_cd.attr.finite import check_output
 from captum_cd.attr.groups import positive_int
 from captum_cd.attr.module_rules import module_rules_installed
 from captum_cd.attr.prompt_features import prompt_features
@@ -353,10 +354,12 @@ class LLMContextualDecomposition(Attribution):
             scores = self._pass_reading(kwargs, masks, target_ids, None)
         return scores
 
-    def _pass_reading(self, kwargs, masks, target_ids, head) -> Optional[Tuple[Tensor, Tensor]]:
+    def _pass_reading(self, kwargs, masks, target_ids, head, check_each_op=False) -> Optional[Tuple[Tensor, Tensor]]:
         """The pass, reading the target logits off ``head``'s input (None: off the decomposed
-        logits); None where the model does not return ``head``'s output as its logits."""
-        context = DecompositionContext(model=self.model, rules=self.rules)
+        logits); None where the model does not return ``head``'s output as its logits.
+        Non-finite parts of finite scores are an error naming the first function that gave
+        them (found by a second pass with every function's result checked)."""
+        context = DecompositionContext(model=self.model, rules=self.rules, check_each_op=check_each_op)
         n = target_ids.numel()
         positions = torch.arange(n, device=target_ids.device)
         with contextlib.ExitStack() as stack:
@@ -376,6 +379,7 @@ class LLMContextualDecomposition(Attribution):
                 score = _read_target_logits(read.hidden, head, target_ids, probabilities)
             else:
                 score = _target_logits(logits, target_ids, probabilities)
+        check_output(score, None if check_each_op else lambda: self._pass_reading(kwargs, masks, target_ids, head, True))
         if probabilities is not None:
             full_logits = full_logits.log_softmax(-1)
         return score.rel[:, 0], full_logits[positions, target_ids]
