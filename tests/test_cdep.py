@@ -1,7 +1,6 @@
 """CDEPRegularizer and the gradient penalties."""
 
 import copy
-import os
 
 import pytest
 import torch
@@ -185,9 +184,9 @@ def test_gradient_penalties_run_and_reach_the_weights():
     torch.testing.assert_close(RRRPenalty(model)(x, pixel_masks(), y), expected)
 
 
-def _ddp_worker(rank, world, path, state, x, y, masks):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29531")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _ddp_worker(rank, world, path, state, x, y, masks, store):
+    # A file rendezvous: no port to collide with another run on the machine.
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = cnn()
     model.load_state_dict(state)
@@ -205,7 +204,7 @@ def test_distributed_data_parallel_gradients_equal_a_single_process(tmp_path):
     model, x, y, masks = cnn(), torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,)), pixel_masks()
     state = copy.deepcopy(model.state_dict())
     path = str(tmp_path / "grads.pt")
-    mp.spawn(_ddp_worker, args=(2, path, state, x, y, masks), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, path, state, x, y, masks, str(tmp_path / "store")), nprocs=2, join=True)
     # One process, same data: DDP averages the two shards' gradients.
     grads = []
     for shard in (slice(0, 2), slice(2, 4)):
