@@ -10,9 +10,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args, timeout=300, tables=None):
+def run(*args, timeout=900, tables=None):
     """Runs a script from the repository root; with ``tables`` (a path), the tables it prints
     are also recorded there (benchmarks/_timing.print_table)."""
+    # (timeout: a guard against a hang only; a quick run takes seconds to a minute, ten times
+    # that on a machine other jobs keep busy)
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT}
     if tables is not None:
         env["CAPTUM_CD_TABLES"] = str(tables)
