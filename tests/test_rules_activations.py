@@ -51,6 +51,8 @@ RELU_FORM = {
     "abs": torch.abs,
     "clamp(-1, 2)": functools.partial(torch.clamp, min=-1.0, max=2.0),
     "clip(max=1)": lambda h: h.clip(max=1.0),
+    "clamp_min(0)": lambda h: h.clamp_min(0.0),
+    "torch.clamp_max(h, 1)": lambda h: torch.clamp_max(h, 1.0),
     "hardtanh(-1, 2)": functools.partial(F.hardtanh, min_val=-1.0, max_val=2.0),
     "nn.ReLU6": nn.ReLU6(),
 }
@@ -69,6 +71,8 @@ SHAPLEY_FORM = {
     "pow(2)": lambda h: h.pow(2),
     "h ** 3": lambda h: h**3,
     "clamp(min=0.5)": functools.partial(torch.clamp, min=0.5),  # the range leaves out 0
+    "clamp_min(0.5)": lambda h: h.clamp_min(0.5),
+    "torch.clamp_max(h, -0.5)": lambda h: torch.clamp_max(h, -0.5),
     "hardtanh(0.5, 2)": functools.partial(F.hardtanh, min_val=0.5, max_val=2.0),
     "nn.GELU(tanh)": nn.GELU(approximate="tanh"),
 }

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _rules import decompose, DT, Lambda
-from captum_cd import ContextualDecomposition
+from captum_cd import ContextualDecomposition, DecompositionError
 
 
 def _data(seed=0):
@@ -59,6 +59,41 @@ def test_std_is_the_guarded_square_root_of_the_variance():
     shapley = 0.5 * (var_rel.sqrt() + std - (var - var_rel).sqrt())
     expected = torch.where(torch.isfinite(shapley), shapley, var_rel * std / var)
     torch.testing.assert_close(rel, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_hand_derived_norm_is_the_guarded_square_root_of_the_sum_of_squares():
+    # x = (3, 4), group {x0}: sum of squares 25, its relevant part 3 * 3 = 9, the rest 16;
+    # norm 5, relevant 0.5 ((sqrt(9) - sqrt(0)) + (sqrt(25) - sqrt(16))) = 0.5 (3 + 1) = 2.
+    x, mask = torch.tensor([[3.0, 4.0]], dtype=DT), torch.tensor([[1.0, 0.0]], dtype=DT)
+    for written in (lambda t: torch.linalg.vector_norm(t, dim=1), lambda t: t.norm(dim=1), lambda t: torch.norm(t, 2, 1)):
+        rel, irrel = ContextualDecomposition(Lambda(written)).decompose(x, mask)
+        assert rel.item() == 2.0 and irrel.item() == 3.0
+
+
+@pytest.mark.parametrize(
+    "written, by_hand",
+    [
+        (lambda t: torch.linalg.vector_norm(t, dim=1, keepdim=True), lambda t: torch.sqrt((t * t).sum(1, keepdim=True))),
+        (lambda t: t.norm(), lambda t: torch.sqrt((t * t).sum())),
+        (lambda t: torch.norm(t, p="fro", dim=(0, 1)), lambda t: torch.sqrt((t * t).sum((0, 1)))),
+    ],
+)
+def test_the_2_norm_decomposes_as_written_out_by_hand(written, by_hand):
+    x, masks = _data(3)
+    torch.testing.assert_close(decompose(Lambda(written), x, masks)[0], decompose(Lambda(by_hand), x, masks)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_a_hand_written_l2_normalisation_equals_f_normalize():
+    x, masks = _data(4)
+    hand = Lambda(lambda t: t / t.norm(dim=-1, keepdim=True))
+    torch.testing.assert_close(decompose(hand, x, masks)[0], decompose(Lambda(lambda t: F.normalize(t, dim=-1)), x, masks)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("written", [lambda t: torch.linalg.vector_norm(t, ord=1, dim=1), lambda t: t.norm(p=float("inf"), dim=1)])
+def test_other_norms_are_refused_with_what_to_write(written):
+    x, masks = _data()
+    with pytest.raises(DecompositionError, match="has no rule; the 2-norm has.*x.abs"):
+        ContextualDecomposition(Lambda(written)).decompose(x, masks)
 
 
 def test_logsumexp_weights_the_parts_with_the_softmax_of_the_full():

@@ -73,10 +73,11 @@ SINGULAR = [
     torch.special.logit,
 ]  # fmt: skip
 CLAMP = [torch.clamp, T.clamp, torch.clip, T.clip]
+CLAMP_MIN, CLAMP_MAX = [torch.clamp_min, T.clamp_min], [torch.clamp_max, T.clamp_max]
 POWER = [torch.pow, T.pow, T.__pow__]
 LEAKY = [F.prelu, F.rrelu]
 # The functions this module gives the ReLU form (a clamp or hardtanh only with 0 in range).
-ZERO_AT_ZERO = frozenset(RELU_FORM + CLAMP + [F.hardtanh])
+ZERO_AT_ZERO = frozenset(RELU_FORM + CLAMP + CLAMP_MIN + CLAMP_MAX + [F.hardtanh])
 
 
 def _elementwise(func, args, kwargs):
@@ -122,7 +123,18 @@ def guarded_activation(func, args, kwargs):
 
 def clamp(func, args, kwargs):
     """Clamping to ``[min, max]`` is a ReLU-form activation when the range holds 0."""
-    lo, hi = argument(args, kwargs, 1, "min"), argument(args, kwargs, 2, "max")
+    return _clamp(func, args, kwargs, argument(args, kwargs, 1, "min"), argument(args, kwargs, 2, "max"))
+
+
+def clamp_min(func, args, kwargs):
+    return _clamp(func, args, kwargs, argument(args, kwargs, 1, "min"), None)
+
+
+def clamp_max(func, args, kwargs):
+    return _clamp(func, args, kwargs, None, argument(args, kwargs, 1, "max"))
+
+
+def _clamp(func, args, kwargs, lo, hi):
     holds_zero = all(b is None or (isinstance(b, (int, float)) and s * b >= 0) for b, s in ((lo, -1), (hi, 1)))
     if holds_zero:
         return relu_form(func, args, kwargs)
@@ -184,6 +196,8 @@ register_rule(RELU_FORM, relu_form)
 register_rule(SHAPLEY_FORM, shapley_activation)
 register_rule(GUARDED, guarded_activation)
 register_rule(CLAMP, clamp)
+register_rule(CLAMP_MIN, clamp_min)
+register_rule(CLAMP_MAX, clamp_max)
 register_rule(POWER, power)
 register_rule(SINGULAR, singular_function)
 register_rule(LEAKY, leaky)

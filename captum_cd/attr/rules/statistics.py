@@ -1,4 +1,4 @@
-r"""Statistics of a decomposed value along dimensions: variance, standard deviation, log-sum-exp.
+r"""Statistics of a decomposed value along dimensions: variance, standard deviation, norm, log-sum-exp.
 
 - ``var`` (and ``std``, ``var_mean``, ``std_mean``) is decomposed as it reads written out
   by hand, ``sum((z - mean z)^2) / (n - correction)``: the square's Shapley form is
@@ -8,6 +8,10 @@ r"""Statistics of a decomposed value along dimensions: variance, standard deviat
   the variance's parts may be negative). Both are lazy: as the statistic of a hand-written
   normalisation, ``(x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)``, only the
   full value is used (product rule 2), as LayerNorm's statistics are.
+- The 2-norm (``torch.linalg.vector_norm``, ``torch.norm``, ``Tensor.norm``) likewise, as
+  ``sqrt(sum z^2)`` written out: the sum of squares' relevant part is ``sum(z beta)``, the
+  square root in the guarded Shapley form; lazy too, so ``x / x.norm(dim=-1, keepdim=True)``
+  costs nothing beyond the division. Other orders are refused with what to write instead.
 - ``logsumexp(z) = sum_i p_i z_i + H(p)`` with ``p = softmax(z)`` and ``H`` its entropy: the
   linear term with the weights of the full activation (as attention's probabilities and
   the log-softmax of a language model's logits are treated), and the constant ``H`` to the
@@ -22,13 +26,14 @@ from torch import Tensor
 
 from captum_cd.attr.decomposition import Decomposition
 from captum_cd.attr.errors import DecompositionError, function_name
-from captum_cd.attr.rules._util import argument, is_dec, zero_rel
+from captum_cd.attr.rules._util import argument, fulls, is_dec, zero_rel
 from captum_cd.attr.rules.registry import register_rule
 from captum_cd.attr.rules.shapley import guarded
 from captum_cd.attr.rules.structural import reduction
 
 T = torch.Tensor
 VARIANCE = [torch.var, T.var, torch.std, T.std]
+NORM = [torch.linalg.vector_norm, torch.norm, T.norm]
 WITH_MEAN = [torch.var_mean, torch.std_mean]
 LOGSUMEXP = [torch.logsumexp, T.logsumexp, torch.special.logsumexp]
 
@@ -60,6 +65,11 @@ def _covariance_step(unused: Tensor, x: Decomposition, dims, correction, keepdim
     return (centred * x.rel).sum(dim=[d + 1 for d in dims], keepdim=keepdim) / (n - correction)
 
 
+def _square_sum_step(unused: Tensor, x: Decomposition, dims, keepdim) -> Tensor:
+    """The sum of squares' relevant part: ``sum(z beta)``."""
+    return (x.full * x.rel).sum(dim=[d + 1 for d in dims], keepdim=keepdim)
+
+
 def _sqrt(t: Tensor) -> Tensor:
     return torch.sqrt(t)
 
@@ -86,6 +96,32 @@ def variance_and_mean(func, args, kwargs):
     return spread, reduction(torch.mean, (x,), {"dim": dims, "keepdim": keepdim})
 
 
+def norm(func, args, kwargs):
+    """The 2-norm along dimensions (module docstring): lazy, as :func:`variance`."""
+    x = args[0] if args else kwargs.get("input")
+    if not is_dec(x) or any(is_dec(a) for a in list(args[1:]) + list(kwargs.values())):
+        raise DecompositionError(f"{function_name(func)}: only the first argument may be decomposed.")
+    order_name = "ord" if func is torch.linalg.vector_norm else "p"
+    order = argument(args, kwargs, 1, order_name, 2 if func is torch.linalg.vector_norm else "fro")
+    dim, keepdim = argument(args, kwargs, 2, "dim"), argument(args, kwargs, 3, "keepdim", False)
+    if order not in (2, 2.0, "fro") or argument(args, kwargs, 4, "dtype") is not None:
+        raise DecompositionError(
+            f"{function_name(func)} with {order_name}={order!r} has no rule; the 2-norm has (without dtype). "
+            "Write the norm out with functions that have rules, e.g. x.abs().sum(dim) for the 1-norm, "
+            "or x.abs().amax(dim) for the largest magnitude."
+        )
+    out = func(*fulls(args), **fulls(kwargs))
+    ndim = x.full.ndim
+    dims = tuple(range(ndim)) if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
+    dims = tuple(d % max(ndim, 1) for d in dims)
+    square_sum = (x.full * x.full).sum(dim=dims, keepdim=keepdim)
+    steps = [
+        (functools.partial(_square_sum_step, x=x, dims=dims, keepdim=keepdim), ()),
+        (functools.partial(guarded, f=_sqrt, f0=square_sum.new_zeros(())), (square_sum, out)),
+    ]
+    return Decomposition(out, zero_rel(out, x.groups), steps)
+
+
 def logsumexp(func, args, kwargs):
     """``logsumexp`` along ``dim`` (module docstring): ``sum_i p_i beta_i``, ``p`` from the full."""
     x = args[0] if args else kwargs.get("input")
@@ -100,4 +136,5 @@ def logsumexp(func, args, kwargs):
 
 register_rule(VARIANCE, variance)
 register_rule(WITH_MEAN, variance_and_mean)
+register_rule(NORM, norm)
 register_rule(LOGSUMEXP, logsumexp)
