@@ -89,11 +89,15 @@ def test_a_hand_written_l2_normalisation_equals_f_normalize():
     torch.testing.assert_close(decompose(hand, x, masks)[0], decompose(Lambda(lambda t: F.normalize(t, dim=-1)), x, masks)[0], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("written", [lambda t: torch.linalg.vector_norm(t, ord=1, dim=1), lambda t: t.norm(p=float("inf"), dim=1)])
-def test_other_norms_are_refused_with_what_to_write(written):
+@pytest.mark.parametrize(
+    "written", [lambda t: torch.linalg.vector_norm(t, ord=1, dim=1, keepdim=True), lambda t: t.norm(p=float("inf"), dim=1, keepdim=True)]
+)
+def test_other_norms_are_refused_with_what_to_write_unless_only_divided_by(written):
     x, masks = _data()
-    with pytest.raises(DecompositionError, match="has no rule; the 2-norm has.*x.abs"):
+    with pytest.raises(DecompositionError, match="has no rule for its parts; the 2-norm has.*x.abs"):
         ContextualDecomposition(Lambda(written)).decompose(x, masks)
+    divided, _ = decompose(Lambda(lambda t: t / written(t)), x, masks)
+    torch.testing.assert_close(divided, masks[:, None] * x / written(x), rtol=1e-12, atol=1e-12)
 
 
 def test_logsumexp_weights_the_parts_with_the_softmax_of_the_full():

@@ -11,7 +11,8 @@ r"""Statistics of a decomposed value along dimensions: variance, standard deviat
 - The 2-norm (``torch.linalg.vector_norm``, ``torch.norm``, ``Tensor.norm``) likewise, as
   ``sqrt(sum z^2)`` written out: the sum of squares' relevant part is ``sum(z beta)``, the
   square root in the guarded Shapley form; lazy too, so ``x / x.norm(dim=-1, keepdim=True)``
-  costs nothing beyond the division. Other orders are refused with what to write instead.
+  costs nothing beyond the division. Other orders serve only as such statistics: reading
+  their parts is an error that says what to write instead.
 - ``logsumexp(z) = sum_i p_i z_i + H(p)`` with ``p = softmax(z)`` and ``H`` its entropy: the
   linear term with the weights of the full activation (as attention's probabilities and
   the log-softmax of a language model's logits are treated), and the constant ``H`` to the
@@ -96,6 +97,10 @@ def variance_and_mean(func, args, kwargs):
     return spread, reduction(torch.mean, (x,), {"dim": dims, "keepdim": keepdim})
 
 
+def _refuse(unused: Tensor, message: str) -> Tensor:
+    raise DecompositionError(message)
+
+
 def norm(func, args, kwargs):
     """The 2-norm along dimensions (module docstring): lazy, as :func:`variance`."""
     x = args[0] if args else kwargs.get("input")
@@ -104,13 +109,15 @@ def norm(func, args, kwargs):
     order_name = "ord" if func is torch.linalg.vector_norm else "p"
     order = argument(args, kwargs, 1, order_name, 2 if func is torch.linalg.vector_norm else "fro")
     dim, keepdim = argument(args, kwargs, 2, "dim"), argument(args, kwargs, 3, "keepdim", False)
-    if order not in (2, 2.0, "fro") or argument(args, kwargs, 4, "dtype") is not None:
-        raise DecompositionError(
-            f"{function_name(func)} with {order_name}={order!r} has no rule; the 2-norm has (without dtype). "
-            "Write the norm out with functions that have rules, e.g. x.abs().sum(dim) for the 1-norm, "
-            "or x.abs().amax(dim) for the largest magnitude."
-        )
     out = func(*fulls(args), **fulls(kwargs))
+    if order not in (2, 2.0, "fro") or argument(args, kwargs, 4, "dtype") is not None:
+        # Still a statistic to divide by (only its full value is read); its parts are an error.
+        message = (
+            f"{function_name(func)} with {order_name}={order!r} has no rule for its parts; the 2-norm has "
+            "(without dtype). Write the norm out with functions that have rules, e.g. x.abs().sum(dim) "
+            "for the 1-norm, or x.abs().amax(dim) for the largest magnitude."
+        )
+        return Decomposition(out, zero_rel(out, x.groups), [(functools.partial(_refuse, message=message), ())])
     ndim = x.full.ndim
     dims = tuple(range(ndim)) if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
     dims = tuple(d % max(ndim, 1) for d in dims)
