@@ -94,7 +94,7 @@ def _split(u: Tensor, linear: Tensor, bias: Any, biased: bool) -> Tensor:
 
 
 def _split_bias_value(u: Tensor, linear: Tensor, bias: Tensor) -> Tensor:
-    # Two G-sized temporaries beside u (there were three): |u| becomes the share, then the result.
+    # Two G-sized temporaries beside u: |u| becomes the share, then the result.
     share = u.abs()
     total = (linear - u).abs_().add_(share)
     share = share.div_(total).nan_to_num_(0.0)  # 0/0 (both parts 0): none of the bias
