@@ -517,7 +517,7 @@ def main(args: argparse.Namespace) -> None:
     protocols = QUICK if args.quick else FULL
     path = args.records
     done = {record_key(r) for r in load_records(path)} if args.resume else set()
-    cap = lambda task: max_epochs(task, protocols[kind(task)], args.quick)  # noqa: E731
+    cap = lambda task: args.max_epochs or max_epochs(task, protocols[kind(task)], args.quick)  # noqa: E731
     runs = [
         r for r in plan(args.tasks, args.seeds, protocols)
         if (*r, cap(r[0])) not in done and (not args.methods or r[1] in args.methods)
@@ -694,6 +694,8 @@ if __name__ == "__main__":
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (vanilla, CDEP, RRR, ...)")
     parser.add_argument("--resume", action="store_true", help="skip the trainings whose records the JSON file has")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="the most epochs of every training (default: the protocol's); a record keeps its cap")
     parser.add_argument("--from-json", default=None, help="no training: the tables of a saved run's records")
     parser.add_argument("--update-docs", nargs="+", default=None, metavar="PAGE",
                         help="with --from-json: write the tables into these pages, between their table markers")
