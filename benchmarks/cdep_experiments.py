@@ -516,7 +516,8 @@ def main(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")
     protocols = QUICK if args.quick else FULL
     path = args.records
-    done = {record_key(r) for r in load_records(path)} if args.resume else set()
+    records = [r for r in load_records(path) if r.get("commit") or not args.redo_first_round]
+    done = {record_key(r) for r in records} if args.resume else set()
     cap = lambda task: args.max_epochs or max_epochs(task, protocols[kind(task)], args.quick)  # noqa: E731
     runs = [
         r for r in plan(args.tasks, args.seeds, protocols)
@@ -693,6 +694,8 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=None, help="only these methods (vanilla, CDEP, RRR, ...)")
     parser.add_argument("--resume", action="store_true", help="skip the trainings whose records the JSON file has")
+    parser.add_argument("--redo-first-round", action="store_true",
+                        help="with --resume: train again (and replace) the records of the first round, which name no commit")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="the most epochs of every training (default: the protocol's); a record keeps its cap")

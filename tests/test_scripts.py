@@ -156,8 +156,8 @@ def test_cdep_pages_show_the_records():
     """The CDEP pages' tables are what the script prints from docs/cdep_sweeps.json."""
     out = run("benchmarks/cdep_experiments.py", "--from-json", "docs/cdep_sweeps.json")
     printed = ["\n".join(line for line in block.splitlines() if line.startswith("|")) for block in out.split("Sweeps")]
-    for page, names in (("cdep.md", ["summary"]), ("cdep_evidence.md", ["summary", "sweeps"])):
-        text = open(os.path.join(ROOT, "docs", page)).read()
+    for page, names in (("README.md", ["summary"]), ("docs/cdep.md", ["summary"]), ("docs/cdep_evidence.md", ["summary", "sweeps"])):
+        text = open(os.path.join(ROOT, page)).read()
         for name in names:
             shown = text.split(f"<!-- {name} -->\n")[1].split(f"\n<!-- /{name} -->")[0]
             assert shown == printed[name == "sweeps"], (page, name)
