@@ -516,17 +516,20 @@ def main(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")
     protocols = QUICK if args.quick else FULL
     path = args.records
-    records = [r for r in load_records(path) if r.get("commit") or not args.redo_first_round]
-    done = {record_key(r) for r in records} if args.resume else set()
+    done = lambda: {  # noqa: E731
+        record_key(r) for r in load_records(path) if args.resume and (r.get("commit") or not args.redo_first_round)
+    }
     cap = lambda task: args.max_epochs or max_epochs(task, protocols[kind(task)], args.quick)  # noqa: E731
     runs = [
         r for r in plan(args.tasks, args.seeds, protocols)
-        if (*r, cap(r[0])) not in done and (not args.methods or r[1] in args.methods)
+        if (*r, cap(r[0])) not in done() and (not args.methods or r[1] in args.methods)
     ]  # fmt: skip
-    log(f"{len(runs)} trainings to run ({len(done)} already in {path})")
+    log(f"{len(runs)} trainings to run ({len(done())} already in {path})")
     tasks: Dict[str, dict] = {}
     commit, start = engine_commit(), time.perf_counter()
     for i, (task, method, weight, seed) in enumerate(runs, 1):
+        if (task, method, weight, seed, cap(task)) in done():  # another process has trained it meanwhile
+            continue
         p = protocols[kind(task)]
         if task not in tasks:
             tasks[task] = text_task(p, 16 if args.quick else 300) if task == "SST decoy" else image_task(task, p)
