@@ -681,10 +681,10 @@ def update_docs(paths: Sequence[str], records: List[dict]) -> None:
         with open(path) as f:
             text = f.read()
         for name, table in tables(records).items():
-            start, end = f"<!-- {name} -->\n", f"\n<!-- /{name} -->"
+            start, end = f"<!-- {name} -->\n", f"<!-- /{name} -->"
             if start in text:
                 head, rest = text.split(start, 1)
-                text = head + start + table + end + rest.split(end, 1)[1]
+                text = head + start + table + "\n" + end + rest.split(end, 1)[1]  # the pair may be empty
         with open(path, "w") as f:
             f.write(text)
 

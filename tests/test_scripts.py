@@ -163,6 +163,17 @@ def test_cdep_pages_show_the_records():
             assert shown == printed[name == "sweeps"], (page, name)
 
 
+def test_cdep_tables_fill_empty_markers(tmp_path):
+    """--update-docs fills a marker pair with nothing between them (a new page)."""
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- summary -->\n<!-- /summary -->\nafter\n")
+    run("benchmarks/cdep_experiments.py", "--from-json", "docs/cdep_sweeps.json", "--update-docs", str(page))
+    head, rest = page.read_text().split("<!-- summary -->\n")
+    table, tail = rest.split("\n<!-- /summary -->")
+    assert head == "before\n" and tail == "\nafter\n"
+    assert table.startswith("| task | method | published |") and "| MNIST colour | CDEP |" in table
+
+
 def test_cdep_cost_quick(tmp_path):
     run("benchmarks/cdep_cost.py", "--quick", "--runs", "2", tables=tmp_path / "tables.jsonl")
     tables = read_tables(tmp_path / "tables.jsonl")
