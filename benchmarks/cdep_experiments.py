@@ -520,11 +520,12 @@ def main(args: argparse.Namespace) -> None:
         record_key(r) for r in load_records(path) if args.resume and (r.get("commit") or not args.redo_first_round)
     }
     cap = lambda task: args.max_epochs or max_epochs(task, protocols[kind(task)], args.quick)  # noqa: E731
+    recorded = done()
     runs = [
         r for r in plan(args.tasks, args.seeds, protocols)
-        if (*r, cap(r[0])) not in done() and (not args.methods or r[1] in args.methods)
+        if (*r, cap(r[0])) not in recorded and (not args.methods or r[1] in args.methods)
     ]  # fmt: skip
-    log(f"{len(runs)} trainings to run ({len(done())} already in {path})")
+    log(f"{len(runs)} trainings to run ({len(recorded)} already in {path})")
     tasks: Dict[str, dict] = {}
     commit, start = engine_commit(), time.perf_counter()
     for i, (task, method, weight, seed) in enumerate(runs, 1):
@@ -706,6 +707,8 @@ if __name__ == "__main__":
     parser.add_argument("--update-docs", nargs="+", default=None, metavar="PAGE",
                         help="with --from-json: write the tables into these pages, between their table markers")
     args = parser.parse_args()
+    if args.max_epochs is not None and args.max_epochs < 1:
+        parser.error(f"--max-epochs must be at least 1, not {args.max_epochs}")
     if args.from_json:
         report(load_records(args.from_json))
         if args.update_docs:
